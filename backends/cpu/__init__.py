@@ -1,0 +1,1 @@
+"""Numba implementations, one module per spec module."""

@@ -1,0 +1,115 @@
+"""Which implementations exist of which op, and the spec function each one mirrors.
+
+An entry names its implementation as ``"module:function"`` and is imported only when
+asked for, so listing the registry compiles nothing (Numba) and needs no GPU (CUDA).
+
+    >>> from backends import registry
+    >>> flash = registry.get("attention.flash_forward", "cpu")
+
+The ``spec`` backend is the reference itself; every other backend is tested against
+it by the conformance suite (``tests/backends``), which is parametrised over
+:func:`entries`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+F16, F32, F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One implementation of one op."""
+
+    op: str
+    """Dotted op name, e.g. ``"attention.flash_forward"``."""
+    backend: str
+    """``"spec"``, ``"cpu"`` or ``"cuda"``."""
+    version: str | None
+    """Kernel version within a family (``"v1"``...), or None where there is one."""
+    target: str
+    """``"module:function"`` of the implementation."""
+    spec_target: str
+    """``"module:function"`` of the spec function it mirrors (same signature)."""
+    dtypes: tuple[np.dtype, ...]
+    """Input dtypes it accepts; others raise TypeError."""
+
+    def load(self) -> Callable:
+        return _import(self.target)
+
+    def load_spec(self) -> Callable:
+        return _import(self.spec_target)
+
+    @property
+    def name(self) -> str:
+        suffix = f"[{self.version}]" if self.version else ""
+        return f"{self.op}/{self.backend}{suffix}"
+
+
+def _import(target: str) -> Callable:
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+_FWD_SPEC = "spec.attention.tiled:flash_forward"
+_BWD_SPEC = "spec.attention.tiled:flash_backward"
+
+_ENTRIES: tuple[Entry, ...] = (
+    Entry("attention.flash_forward", "spec", None, _FWD_SPEC, _FWD_SPEC, (F16, F32, F64)),
+    Entry("attention.flash_backward", "spec", None, _BWD_SPEC, _BWD_SPEC, (F16, F32, F64)),
+    Entry(
+        "attention.flash_forward", "cpu", None,
+        "backends.cpu.attention:flash_forward", _FWD_SPEC, (F32, F64),
+    ),
+    Entry(
+        "attention.flash_backward", "cpu", None,
+        "backends.cpu.attention:flash_backward", _BWD_SPEC, (F32, F64),
+    ),
+)
+
+
+def entries(op: str | None = None, backend: str | None = None) -> list[Entry]:
+    """All registered entries, optionally filtered by op and backend."""
+    return [
+        e for e in _ENTRIES
+        if (op is None or e.op == op) and (backend is None or e.backend == backend)
+    ]
+
+
+def ops() -> list[str]:
+    """Registered op names, in registration order."""
+    return list(dict.fromkeys(e.op for e in _ENTRIES))
+
+
+def backends(op: str | None = None) -> list[str]:
+    """Backends that implement ``op`` (or any op), in registration order."""
+    return list(dict.fromkeys(e.backend for e in entries(op)))
+
+
+def entry(op: str, backend: str, version: str | None = None) -> Entry:
+    """The entry of ``op`` on ``backend``; ``version`` picks a kernel where there are several."""
+    found = entries(op, backend)
+    if version is not None:
+        found = [e for e in found if e.version == version]
+    if not found:
+        raise KeyError(
+            f"no implementation of op {op!r} on backend {backend!r}"
+            + (f" version {version!r}" if version else "")
+            + f"; registered ops: {ops()}, backends of {op!r}: {backends(op)}"
+        )
+    if len(found) > 1:
+        raise KeyError(
+            f"op {op!r} on backend {backend!r} has versions "
+            f"{[e.version for e in found]}; pass version="
+        )
+    return found[0]
+
+
+def get(op: str, backend: str, version: str | None = None) -> Callable:
+    """The implementation of ``op`` on ``backend`` (imported, and so compiled, on first use)."""
+    return entry(op, backend, version).load()

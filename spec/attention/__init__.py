@@ -1,0 +1,1 @@
+"""Softmax attention: the oracle (naive), FlashAttention (tiled), shared input checks."""

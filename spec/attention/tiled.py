@@ -1,0 +1,236 @@
+"""FlashAttention as NumPy: the online softmax over key tiles, forward and backward.
+
+The second rung of the attention ladder. It computes exactly the oracle
+(:func:`spec.attention.naive.attention`) without ever holding a T x S score matrix:
+query tiles of ``tile_t`` rows stream over key tiles of ``tile_s`` columns, keeping a
+running maximum, a running denominator and an unnormalised output per row
+(Dao et al., 2022, "FlashAttention", Algorithm 1; Dao, 2023, "FlashAttention-2",
+Algorithms 1 and 2). Loops run over tiles; inside a tile everything is vectorised
+over batch and heads, so the loop structure is the algorithm's and nothing else.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from spec.attention.checks import (
+    AttentionShape,
+    check_attention_inputs,
+    check_backward_inputs,
+    check_scale,
+    check_tile,
+)
+from spec.attention.naive import AttentionOut, causal_visible_TS, expand_kv_heads
+
+
+class AttentionGrads(NamedTuple):
+    """Gradients of a scalar loss L through o = attention(q, k, v), given dL/do."""
+
+    dq_BHTD: np.ndarray
+    dk_BGSD: np.ndarray
+    """Summed over the H/G query heads that share each key head."""
+    dv_BGSE: np.ndarray
+    """Summed over the H/G query heads that share each value head."""
+
+
+class _Problem(NamedTuple):
+    """Validated inputs with key/value heads expanded and bias/mask broadcast (views)."""
+
+    shape: AttentionShape
+    scale: np.floating
+    k_BHSD: np.ndarray
+    v_BHSE: np.ndarray
+    bias_BHTS: np.ndarray | None
+    mask_BHTS: np.ndarray | None
+
+
+def _prepare(q_BHTD, k_BGSD, v_BGSE, scale, bias, mask, tile_t, tile_s) -> _Problem:
+    shape = check_attention_inputs(q_BHTD, k_BGSD, v_BGSE, bias=bias, mask=mask)
+    check_tile("tile_t", tile_t)
+    check_tile("tile_s", tile_s)
+    full = (shape.B, shape.H, shape.T, shape.S)
+    return _Problem(
+        shape=shape,
+        scale=q_BHTD.dtype.type(check_scale(scale, shape.D)),
+        k_BHSD=expand_kv_heads(k_BGSD, shape.H),
+        v_BHSE=expand_kv_heads(v_BGSE, shape.H),
+        bias_BHTS=None if bias is None else np.broadcast_to(bias, full),
+        mask_BHTS=None if mask is None else np.broadcast_to(mask, full),
+    )
+
+
+def _tile_is_future(t1: int, s0: int, shape: AttentionShape) -> bool:
+    """True when no query of rows [.., t1) sees key s0 under the causal mask.
+
+    Key tiles starting there and later contribute nothing, so the loops skip them:
+    the FLOP saving of causal FlashAttention.
+    """
+    return s0 > (t1 - 1) + shape.S - shape.T
+
+
+def _score_tile(q_BHCD, pb: _Problem, causal, t0, t1, s0, s1):
+    """Scores of one (query tile, key tile) pair and which of them are visible."""
+    # score = scale · q kᵀ + bias
+    score_BHCC = pb.scale * np.einsum("BHTD,BHSD->BHTS", q_BHCD, pb.k_BHSD[:, :, s0:s1])
+    if pb.bias_BHTS is not None:
+        score_BHCC = score_BHCC + pb.bias_BHTS[:, :, t0:t1, s0:s1]
+    # a -inf score is masked; NaN stays visible so that it propagates, as in the oracle
+    visible_BHCC = score_BHCC != -np.inf
+    if causal:
+        visible_BHCC = visible_BHCC & causal_visible_TS(pb.shape.T, pb.shape.S)[t0:t1, s0:s1]
+    if pb.mask_BHTS is not None:
+        visible_BHCC = visible_BHCC & pb.mask_BHTS[:, :, t0:t1, s0:s1]
+    return score_BHCC, visible_BHCC
+
+
+def flash_forward(
+    q_BHTD: np.ndarray,
+    k_BGSD: np.ndarray,
+    v_BGSE: np.ndarray,
+    *,
+    causal: bool = False,
+    scale: float | None = None,
+    bias: np.ndarray | None = None,
+    mask: np.ndarray | None = None,
+    tile_t: int = 64,
+    tile_s: int = 64,
+) -> AttentionOut:
+    """FlashAttention forward: the oracle computed one key tile at a time.
+
+    Math (FlashAttention-2, Algorithm 1), for each query row over key tiles j:
+        m⁽ʲ⁾ = max(m⁽ʲ⁻¹⁾, rowmax(S⁽ʲ⁾))
+        P⁽ʲ⁾ = exp(S⁽ʲ⁾ - m⁽ʲ⁾)
+        l⁽ʲ⁾ = exp(m⁽ʲ⁻¹⁾ - m⁽ʲ⁾) l⁽ʲ⁻¹⁾ + rowsum(P⁽ʲ⁾)
+        Õ⁽ʲ⁾ = exp(m⁽ʲ⁻¹⁾ - m⁽ʲ⁾) Õ⁽ʲ⁻¹⁾ + P⁽ʲ⁾ V⁽ʲ⁾
+        o = Õ / l,  lse = m + log l
+    Rescaling by exp(m_old - m_new) makes the result independent of the tile
+    sizes: every tile size gives the oracle up to rounding.
+
+    Shapes
+        As :func:`spec.attention.naive.attention`, plus ``tile_t`` (query rows per
+        tile) and ``tile_s`` (keys per tile), any positive ints; edge tiles are short.
+
+    Numerics
+        Computes in the input dtype. Masking, causal alignment (bottom-right), rows
+        with no visible key (o = 0, lse = -inf) and NaN propagation are the
+        oracle's. While a row has seen no visible key its running maximum is -inf;
+        the exponentials then use 0 in its place so that no -inf - (-inf) = NaN
+        arises. With ``causal``, key tiles wholly in a query tile's future are
+        skipped.
+    """
+    pb = _prepare(q_BHTD, k_BGSD, v_BGSE, scale, bias, mask, tile_t, tile_s)
+    B, H, G, T, S, D, E = pb.shape
+    dtype = q_BHTD.dtype
+    zero, minus_inf = dtype.type(0), dtype.type(-np.inf)
+    o_BHTE = np.empty((B, H, T, E), dtype)
+    lse_BHT = np.empty((B, H, T), dtype)
+    for t0 in range(0, T, tile_t):
+        t1 = min(t0 + tile_t, T)
+        q_BHCD = q_BHTD[:, :, t0:t1]
+        m_BHC = np.full((B, H, t1 - t0), minus_inf, dtype)
+        l_BHC = np.zeros((B, H, t1 - t0), dtype)
+        acc_BHCE = np.zeros((B, H, t1 - t0, E), dtype)
+        for s0 in range(0, S, tile_s):
+            s1 = min(s0 + tile_s, S)
+            if causal and _tile_is_future(t1, s0, pb.shape):
+                break
+            score_BHCC, visible_BHCC = _score_tile(q_BHCD, pb, causal, t0, t1, s0, s1)
+            # m' = max(m, rowmax(S)) over visible scores
+            score_BHCC = np.where(visible_BHCC, score_BHCC, minus_inf)
+            m_new_BHC = np.maximum(m_BHC, np.max(score_BHCC, axis=-1))
+            m_safe_BHC = np.where(m_new_BHC == minus_inf, zero, m_new_BHC)
+            # P = exp(S - m'),  α = exp(m - m');  masked scores are -inf, so their P is 0
+            p_BHCC = np.exp(score_BHCC - m_safe_BHC[..., None])
+            alpha_BHC = np.exp(m_BHC - m_safe_BHC)
+            # l' = α l + rowsum(P),  Õ' = α Õ + P V
+            l_BHC = alpha_BHC * l_BHC + p_BHCC.sum(axis=-1)
+            acc_BHCE = alpha_BHC[..., None] * acc_BHCE + np.einsum(
+                "BHTS,BHSE->BHTE", p_BHCC, pb.v_BHSE[:, :, s0:s1]
+            )
+            m_BHC = m_new_BHC
+        # o = Õ / l,  lse = m + log l;  a row that saw no visible key has m = -inf, l = 0
+        empty_BHC = m_BHC == minus_inf
+        l_safe_BHC = np.where(empty_BHC, dtype.type(1), l_BHC)
+        o_BHTE[:, :, t0:t1] = acc_BHCE / l_safe_BHC[..., None]
+        lse_BHT[:, :, t0:t1] = np.where(empty_BHC, minus_inf, m_BHC + np.log(l_safe_BHC))
+    return AttentionOut(o_BHTE, lse_BHT)
+
+
+def flash_backward(
+    q_BHTD: np.ndarray,
+    k_BGSD: np.ndarray,
+    v_BGSE: np.ndarray,
+    o_BHTE: np.ndarray,
+    lse_BHT: np.ndarray,
+    do_BHTE: np.ndarray,
+    *,
+    causal: bool = False,
+    scale: float | None = None,
+    bias: np.ndarray | None = None,
+    mask: np.ndarray | None = None,
+    tile_t: int = 64,
+    tile_s: int = 64,
+) -> AttentionGrads:
+    """FlashAttention backward: dq, dk, dv from the saved o and lse, recomputing P.
+
+    Math (FlashAttention-2, Algorithm 2)
+        Δ_t = Σ_e dO_te O_te                       (row sums, once)
+        for each key tile j, for each query tile i:
+            P = exp(S - lse)                       (recomputed, no T x S storage)
+            dV_j += Pᵀ dO_i
+            dP = dO_i V_jᵀ
+            dS = P ∘ (dP - Δ_i)
+            dQ_i += scale · dS K_j,    dK_j += scale · dSᵀ Q_i
+    These are the gradients of L = Σ dO ∘ O, with lse treated as an output that
+    carries no gradient. Keys of a GQA/MQA group receive the sum over the query
+    heads that read them. ``bias`` and ``mask`` receive no gradient.
+
+    Shapes
+        o_BHTE, lse_BHT from :func:`flash_forward` (or the oracle) for the same
+        inputs and options; do_BHTE the gradient of the loss with respect to o.
+        Returns dq_BHTD, dk_BGSD, dv_BGSE.
+
+    Numerics
+        Computes in the input dtype. Masked scores and rows with no visible key
+        (lse = -inf) have P = 0 and so contribute nothing; their dq is 0.
+    """
+    pb = _prepare(q_BHTD, k_BGSD, v_BGSE, scale, bias, mask, tile_t, tile_s)
+    check_backward_inputs(pb.shape, q_BHTD, o_BHTE, lse_BHT, do_BHTE)
+    B, H, G, T, S, D, E = pb.shape
+    dtype = q_BHTD.dtype
+    zero, minus_inf = dtype.type(0), dtype.type(-np.inf)
+    # Δ = rowsum(dO ∘ O)
+    delta_BHT = np.sum(do_BHTE * o_BHTE, axis=-1)
+    empty_BHT = lse_BHT == minus_inf
+    lse_safe_BHT = np.where(empty_BHT, zero, lse_BHT)
+    dq_BHTD = np.zeros((B, H, T, D), dtype)
+    dk_BHSD = np.zeros((B, H, S, D), dtype)
+    dv_BHSE = np.zeros((B, H, S, E), dtype)
+    for s0 in range(0, S, tile_s):
+        s1 = min(s0 + tile_s, S)
+        k_BHCD = pb.k_BHSD[:, :, s0:s1]
+        v_BHCE = pb.v_BHSE[:, :, s0:s1]
+        for t0 in range(0, T, tile_t):
+            t1 = min(t0 + tile_t, T)
+            if causal and _tile_is_future(t1, s0, pb.shape):
+                continue
+            q_BHCD = q_BHTD[:, :, t0:t1]
+            do_BHCE = do_BHTE[:, :, t0:t1]
+            score_BHCC, visible_BHCC = _score_tile(q_BHCD, pb, causal, t0, t1, s0, s1)
+            visible_BHCC = visible_BHCC & ~empty_BHT[:, :, t0:t1, None]
+            # P = exp(S - lse), 0 where masked
+            p_BHCC = np.exp(np.where(visible_BHCC, score_BHCC, minus_inf) - lse_safe_BHT[:, :, t0:t1, None])
+            # dV += Pᵀ dO;  dP = dO Vᵀ;  dS = P ∘ (dP - Δ)
+            dv_BHSE[:, :, s0:s1] += np.einsum("BHTS,BHTE->BHSE", p_BHCC, do_BHCE)
+            dp_BHCC = np.einsum("BHTE,BHSE->BHTS", do_BHCE, v_BHCE)
+            ds_BHCC = p_BHCC * (dp_BHCC - delta_BHT[:, :, t0:t1, None])
+            # dQ += scale · dS K;  dK += scale · dSᵀ Q
+            dq_BHTD[:, :, t0:t1] += pb.scale * np.einsum("BHTS,BHSD->BHTD", ds_BHCC, k_BHCD)
+            dk_BHSD[:, :, s0:s1] += pb.scale * np.einsum("BHTS,BHTD->BHSD", ds_BHCC, q_BHCD)
+    # a key/value head's gradient is the sum over the query heads of its group
+    group = H // G
+    dk_BGSD = dk_BHSD.reshape(B, G, group, S, D).sum(axis=2)
+    dv_BGSE = dv_BHSE.reshape(B, G, group, S, E).sum(axis=2)
+    return AttentionGrads(dq_BHTD, dk_BGSD, dv_BGSE)

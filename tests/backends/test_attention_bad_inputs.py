@@ -1,0 +1,114 @@
+"""Bad input gets a clear TypeError/ValueError naming the argument, on every implementation.
+
+NaN policy (stated in spec.attention.naive): NaN in q, k or v is not an error; it
+propagates to the rows that read it (tested in the conformance and ladder tests).
+A bias of +inf or NaN is an error, since it defines no probability; -inf is a mask.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from backends import registry
+
+F32 = np.float32
+
+
+def _good(dtype=F32, B=1, H=4, G=2, T=5, S=6, D=3, E=2):
+    rng = np.random.default_rng(0)
+    return [rng.standard_normal(s).astype(dtype) for s in ((B, H, T, D), (B, G, S, D), (B, G, S, E))]
+
+
+def _backward_args(dtype=F32):
+    q, k, v = _good(dtype)
+    o = np.zeros((1, 4, 5, 2), dtype)
+    lse = np.zeros((1, 4, 5), dtype)
+    return [q, k, v, o, lse, np.ones_like(o)]
+
+
+FORWARD = registry.entries("attention.flash_forward")
+BACKWARD = registry.entries("attention.flash_backward")
+ALL = [pytest.param(e, id=e.name) for e in FORWARD + BACKWARD]
+
+
+def _call(entry, args, **kw):
+    fn = entry.load()
+    if entry.op == "attention.flash_backward" and len(args) == 3:
+        args = list(args) + _backward_args()[3:]
+    return fn(*args, **kw)
+
+
+def _swap(args, i, x):
+    args = list(args)
+    args[i] = x
+    return args
+
+
+BAD_QKV = [
+    ("q 3-D", lambda a: _swap(a, 0, a[0][0]), ValueError, r"q_BHTD: expected 4 dimensions"),
+    ("k is a list", lambda a: _swap(a, 1, a[1].tolist()), TypeError, r"k_BGSD: expected a numpy.ndarray"),
+    ("v int", lambda a: _swap(a, 2, a[2].astype(np.int32)), TypeError, r"v_BGSE: expected dtype float"),
+    ("q bool", lambda a: _swap(a, 0, a[0] > 0), TypeError, r"q_BHTD: expected dtype float"),
+    ("mixed dtypes", lambda a: _swap(a, 1, a[1].astype(np.float64)), TypeError, r"expected one dtype"),
+    ("batch differs", lambda a: _swap(a, 1, np.concatenate([a[1]] * 2)), ValueError, r"batch size B differs"),
+    ("D differs", lambda a: _swap(a, 1, a[1][..., :2]), ValueError, r"k_BGSD: expected width D=3"),
+    ("S differs", lambda a: _swap(a, 2, a[2][:, :, :4]), ValueError, r"v_BGSE: expected G=2 heads and S=6"),
+    ("G does not divide H", lambda a: [a[0][:, :3]] + a[1:], ValueError, r"G=2 must divide query heads H=3"),
+    ("empty T", lambda a: _swap(a, 0, a[0][:, :, :0]), ValueError, r"at least 1"),
+]
+
+
+@pytest.mark.parametrize("entry", ALL)
+@pytest.mark.parametrize("make, exc, match", [pytest.param(*c[1:], id=c[0]) for c in BAD_QKV])
+def test_bad_q_k_v(entry, make, exc, match):
+    with pytest.raises(exc, match=match):
+        _call(entry, make(_good()))
+
+
+BAD_OPTIONS = [
+    ("bias 3-D", {"bias": np.zeros((4, 5, 6), F32)}, ValueError, r"bias: expected 4 dimensions"),
+    ("bias wrong T", {"bias": np.zeros((1, 4, 2, 6), F32)}, ValueError, r"bias: expected shape broadcastable"),
+    ("bias float64", {"bias": np.zeros((1, 1, 5, 6))}, TypeError, r"bias: expected dtype float32"),
+    ("bias +inf", {"bias": np.full((1, 1, 5, 6), np.inf, F32)}, ValueError, r"bias: \+inf and NaN"),
+    ("bias NaN", {"bias": np.full((1, 1, 1, 6), np.nan, F32)}, ValueError, r"bias: \+inf and NaN"),
+    ("mask float", {"mask": np.ones((1, 1, 5, 6), F32)}, TypeError, r"mask: expected dtype bool"),
+    ("mask wrong S", {"mask": np.ones((1, 1, 5, 5), bool)}, ValueError, r"mask: expected shape broadcastable"),
+    ("tile_t 0", {"tile_t": 0}, ValueError, r"tile_t: expected a positive int"),
+    ("tile_s float", {"tile_s": 2.0}, TypeError, r"tile_s: expected a positive int"),
+    ("scale bool", {"scale": True}, TypeError, r"scale: expected a real number"),
+    ("scale NaN", {"scale": float("nan")}, ValueError, r"scale: expected a finite number"),
+]
+
+
+@pytest.mark.parametrize("entry", ALL)
+@pytest.mark.parametrize("kw, exc, match", [pytest.param(*c[1:], id=c[0]) for c in BAD_OPTIONS])
+def test_bad_options(entry, kw, exc, match):
+    with pytest.raises(exc, match=match):
+        _call(entry, _good(), **kw)
+
+
+BAD_BACKWARD = [
+    ("o wrong T", 3, lambda x: x[:, :, :4], ValueError, r"o_BHTE: expected shape \(1, 4, 5, 2\)"),
+    ("lse 4-D", 4, lambda x: x[..., None], ValueError, r"lse_BHT: expected 3 dimensions"),
+    ("do float64", 5, lambda x: x.astype(np.float64), TypeError, r"do_BHTE: expected dtype float32"),
+]
+
+
+@pytest.mark.parametrize("entry", [pytest.param(e, id=e.name) for e in BACKWARD])
+@pytest.mark.parametrize("i, make, exc, match", [pytest.param(*c[1:], id=c[0]) for c in BAD_BACKWARD])
+def test_bad_backward_inputs(entry, i, make, exc, match):
+    args = _backward_args()
+    args[i] = make(args[i])
+    with pytest.raises(exc, match=match):
+        entry.load()(*args)
+
+
+@pytest.mark.parametrize("entry", ALL)
+def test_unsupported_dtype_is_a_type_error(entry):
+    """Each backend rejects the dtypes the registry does not list for it."""
+    unsupported = [d for d in (np.float16, np.float32, np.float64) if np.dtype(d) not in entry.dtypes]
+    for dtype in unsupported:
+        args = _good(dtype) if entry.op == "attention.flash_forward" else _backward_args(dtype)
+        with pytest.raises(TypeError, match=str(np.dtype(dtype))):
+            entry.load()(*args)

@@ -1,0 +1,86 @@
+"""Every registered attention backend agrees with the spec (tolerance policy in spec.tolerance)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import example, given, settings
+
+from backends import registry
+from tests.backends.conformance import check_backward, check_forward
+from tests.strategies import EDGE_PROBLEMS, AttentionProblem, attention_problems
+
+
+def _cases(op: str):
+    """(entry, dtype) for every non-spec implementation of ``op`` and each dtype it takes."""
+    return [
+        pytest.param(e, dt, id=f"{e.name}-{dt}")
+        for e in registry.entries(op)
+        if e.backend != "spec"
+        for dt in e.dtypes
+    ]
+
+
+def _examples(fn):
+    for p in EDGE_PROBLEMS:
+        fn = example(problem=p)(fn)
+    return fn
+
+
+@pytest.mark.parametrize("entry, dtype", _cases("attention.flash_forward"))
+@settings(max_examples=80)
+@_examples
+@given(problem=attention_problems())
+def test_flash_forward_conforms(entry, dtype, problem: AttentionProblem):
+    check_forward(entry.load(), problem, dtype, spec_fn=entry.load_spec())
+
+
+@pytest.mark.parametrize("entry, dtype", _cases("attention.flash_backward"))
+@settings(max_examples=60)
+@_examples
+@given(problem=attention_problems())
+def test_flash_backward_conforms(entry, dtype, problem: AttentionProblem):
+    check_backward(entry.load(), problem, dtype, spec_fn=entry.load_spec())
+
+
+@pytest.mark.parametrize("entry, dtype", _cases("attention.flash_forward"))
+def test_forward_at_a_realistic_size(entry, dtype):
+    """One larger problem (many tiles, GQA, causal, S > T) beyond the drawn sizes."""
+    p = AttentionProblem(B=1, H=4, G=2, T=200, S=333, D=64, E=64, causal=True,
+                         bias="per_head", tile_t=64, tile_s=64, seed=11)
+    check_forward(entry.load(), p, dtype, spec_fn=entry.load_spec())
+
+
+@pytest.mark.parametrize("entry, dtype", _cases("attention.flash_backward"))
+def test_backward_at_a_realistic_size(entry, dtype):
+    p = AttentionProblem(B=1, H=4, G=2, T=150, S=190, D=64, E=32, causal=True,
+                         mask="per_key", tile_t=32, tile_s=64, seed=12)
+    check_backward(entry.load(), p, dtype, spec_fn=entry.load_spec())
+
+
+@pytest.mark.parametrize("entry", registry.entries("attention.flash_forward"), ids=lambda e: e.name)
+def test_nan_in_a_query_propagates_to_its_row_only(entry):
+    rng = np.random.default_rng(4)
+    dtype = entry.dtypes[-1]
+    q, k, v = (rng.standard_normal((2, 2, 5, 3)).astype(dtype) for _ in range(3))
+    q[1, 0, 3, 1] = np.nan
+    o, lse = entry.load()(q, k, v, tile_t=2, tile_s=2)
+    assert np.isnan(o[1, 0, 3]).all() and np.isnan(lse[1, 0, 3])
+    o[1, 0, 3], lse[1, 0, 3] = 0, 0
+    assert np.isfinite(o).all() and np.isfinite(lse).all()
+
+
+def test_conformance_check_catches_a_wrong_causal_alignment():
+    """The check can fail: top-left causal alignment (a common bug) is rejected."""
+    from spec.attention.naive import attention
+
+    def top_left(q, k, v, *, causal=False, scale=None, bias=None, mask=None, tile_t=64, tile_s=64):
+        T, S = q.shape[2], k.shape[2]
+        if causal:
+            tl = np.arange(S)[None, :] <= np.arange(T)[:, None]
+            mask = tl[None, None] if mask is None else mask & tl
+        return attention(q, k, v, scale=scale, bias=bias, mask=mask)
+
+    p = AttentionProblem(B=1, H=1, G=1, T=3, S=6, D=4, E=4, causal=True)
+    with pytest.raises(AssertionError, match="outside tolerance|non-finite mismatch"):
+        check_forward(top_left, p, np.float32)

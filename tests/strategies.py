@@ -1,0 +1,134 @@
+"""Hypothesis strategies that draw attention *problems*, not raw float arrays.
+
+A problem is a small frozen description (shapes, options, regime, seed); its arrays
+are made from the seed on demand, in float64 and then rounded to the working dtype,
+so the oracle (run in a wider dtype) sees exactly the values the implementation
+under test sees. Shapes are biased to tile edges (1, tile-1, tile, tile+1,
+2·tile+1) and widths are often odd, where tiled code goes wrong.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from hypothesis import strategies as st
+
+BIAS_KINDS = ("none", "full", "per_head", "per_key", "neg_inf")
+MASK_KINDS = ("none", "random", "empty_rows", "per_key")
+
+
+@dataclass(frozen=True)
+class AttentionProblem:
+    """One attention problem: everything needed to build its inputs and options."""
+
+    B: int
+    H: int
+    G: int
+    T: int
+    S: int
+    D: int
+    E: int
+    causal: bool = False
+    bias: str = "none"
+    """none | full (B,H,T,S) | per_head (1,H,T,S) | per_key (B,1,1,S) | neg_inf (full, some -inf)."""
+    mask: str = "none"
+    """none | random (B,H,T,S) | empty_rows (B,1,T,S) with whole rows False | per_key (B,1,1,S)."""
+    logit: float = 1.0
+    """Size of the logits: q is scaled so that scores are of this order (1e4 tests overflow)."""
+    scale: float | None = None
+    tile_t: int = 64
+    tile_s: int = 64
+    seed: int = 0
+
+    def arrays(self, dtype) -> dict[str, np.ndarray | None]:
+        """q, k, v, do, bias and mask in ``dtype`` (mask is bool)."""
+        rng = np.random.default_rng(self.seed)
+        B, H, G, T, S, D, E = self.B, self.H, self.G, self.T, self.S, self.D, self.E
+        q = rng.standard_normal((B, H, T, D))
+        k = rng.standard_normal((B, G, S, D))
+        if self.logit != 1.0:
+            # score ≈ scale·q·k with |q·k| ~ sqrt(D); make it ~ logit
+            q = q * (self.logit / (np.sqrt(D) * (self.scale or D**-0.5)))
+        v = rng.standard_normal((B, G, S, E))
+        do = rng.standard_normal((B, H, T, E))
+        bias = None
+        if self.bias == "full":
+            bias = rng.standard_normal((B, H, T, S))
+        elif self.bias == "per_head":
+            bias = rng.standard_normal((1, H, T, S))
+        elif self.bias == "per_key":
+            bias = rng.standard_normal((B, 1, 1, S))
+        elif self.bias == "neg_inf":
+            bias = np.where(rng.random((B, H, T, S)) < 0.3, -np.inf, rng.standard_normal((B, H, T, S)))
+        mask = None
+        if self.mask == "random":
+            mask = rng.random((B, H, T, S)) < 0.7
+        elif self.mask == "empty_rows":
+            mask = np.broadcast_to(rng.random((B, 1, T, 1)) < 0.6, (B, 1, T, S)).copy()
+        elif self.mask == "per_key":
+            mask = rng.random((B, 1, 1, S)) < 0.6
+        dtype = np.dtype(dtype)
+        out = {"q": q, "k": k, "v": v, "do": do, "bias": bias}
+        out = {n: (None if x is None else x.astype(dtype)) for n, x in out.items()}
+        out["mask"] = mask
+        return out
+
+    def options(self, *, tiles: bool = True) -> dict:
+        """Keyword options of the attention functions for this problem."""
+        opts = {"causal": self.causal, "scale": self.scale}
+        if tiles:
+            opts.update(tile_t=self.tile_t, tile_s=self.tile_s)
+        return opts
+
+
+def _near_tile(draw, tile: int, top: int) -> int:
+    edges = [n for n in (1, tile - 1, tile, tile + 1, 2 * tile + 1) if 1 <= n <= top]
+    return draw(st.one_of(st.sampled_from(edges), st.integers(1, top)))
+
+
+@st.composite
+def attention_problems(
+    draw,
+    *,
+    max_len: int = 40,
+    max_batch: int = 2,
+    max_width: int = 24,
+) -> AttentionProblem:
+    """Problems of up to ``max_len`` positions, biased to the tile edges."""
+    tile_t = draw(st.sampled_from([1, 2, 3, 4, 7, 8, 16, 64]))
+    tile_s = draw(st.sampled_from([1, 2, 3, 5, 8, 16, 64]))
+    T = _near_tile(draw, min(tile_t, max_len), max_len)
+    S = _near_tile(draw, min(tile_s, max_len), max_len)
+    G = draw(st.sampled_from([1, 2]))
+    H = G * draw(st.sampled_from([1, 2, 3]))
+    widths = [w for w in (1, 3, 4, 8, 15, 16, 17, 24) if w <= max_width]
+    return AttentionProblem(
+        B=draw(st.integers(1, max_batch)),
+        H=H,
+        G=G,
+        T=T,
+        S=S,
+        D=draw(st.sampled_from(widths)),
+        E=draw(st.sampled_from(widths)),
+        causal=draw(st.booleans()),
+        bias=draw(st.sampled_from(BIAS_KINDS)),
+        mask=draw(st.sampled_from(MASK_KINDS)),
+        logit=draw(st.sampled_from([1.0, 1.0, 1.0, 30.0, 1e4])),
+        scale=draw(st.sampled_from([None, None, 0.5])),
+        tile_t=tile_t,
+        tile_s=tile_s,
+        seed=draw(st.integers(0, 2**32 - 1)),
+    )
+
+
+# Edge cases every property test pins with @example (DESIGN.md, "Tests").
+EDGE_PROBLEMS = (
+    AttentionProblem(B=1, H=1, G=1, T=1, S=1, D=1, E=1),
+    AttentionProblem(B=1, H=2, G=1, T=1, S=9, D=3, E=5, causal=True, tile_s=4),
+    AttentionProblem(B=1, H=2, G=2, T=9, S=4, D=4, E=3, causal=True, tile_t=4, tile_s=2),
+    AttentionProblem(B=2, H=4, G=2, T=6, S=11, D=8, E=8, causal=True, tile_t=4, tile_s=4),
+    AttentionProblem(B=1, H=2, G=1, T=7, S=7, D=5, E=4, mask="empty_rows", tile_t=3, tile_s=3),
+    AttentionProblem(B=1, H=2, G=2, T=8, S=8, D=4, E=4, bias="neg_inf", tile_t=3, tile_s=5),
+    AttentionProblem(B=1, H=1, G=1, T=5, S=13, D=8, E=8, logit=1e4, tile_t=2, tile_s=4),
+)

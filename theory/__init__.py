@@ -1,0 +1,1 @@
+"""Theory results as executable experiments (see DESIGN.md, "Theory experiments")."""
