@@ -28,7 +28,30 @@ def _gpu_count() -> int:
         return 0
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--backend",
+        default=None,
+        help="run only tests of registry entries of this backend (e.g. cpu, spec)",
+    )
+
+
+def _keep_backend(items, backend: str, config):
+    """Deselect tests parametrised with a registry entry of another backend, and
+    tests with no registry entry at all (they do not test a backend)."""
+    keep, drop = [], []
+    for item in items:
+        entry = getattr(getattr(item, "callspec", None), "params", {}).get("entry")
+        (keep if entry is not None and entry.backend == backend else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+    items[:] = keep
+
+
 def pytest_collection_modifyitems(config, items):
+    backend = config.getoption("--backend")
+    if backend is not None:
+        _keep_backend(items, backend, config)
     gpu_items = [item for item in items if "gpu" in item.keywords]
     if not gpu_items or _gpu_count() > 0:
         return

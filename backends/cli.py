@@ -1,0 +1,204 @@
+"""The ``attnspec`` command: the tour, the conformance suite and the benchmarks.
+
+    attnspec tour [--out DIR] [--small]     every op on every backend here, one table, figures
+    attnspec conformance [--backend NAME]   the conformance tests of one backend (pytest)
+    attnspec bench [OP] [--quick]           the benchmarks in bench/ (all, or OP's)
+
+``conformance`` and ``bench`` run files of the source checkout (tests/, bench/), so
+they need the repository, not only the installed packages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from backends import registry
+from spec.tolerance import compare
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+# ---------------------------------------------------------------------------- tour
+
+
+class TourRow(NamedTuple):
+    op: str
+    backend: str
+    max_err: float
+    within: bool
+    seconds: float
+    speedup: float
+
+
+class _Case(NamedTuple):
+    """Default inputs of one op, and how to call an implementation on them."""
+
+    call: Callable[[Callable, np.dtype], tuple]
+    """call(fn, dtype) -> outputs of fn on the default inputs cast to dtype."""
+    oracle: tuple
+    """The outputs of the oracle (float64)."""
+
+
+def _attention_inputs(small: bool) -> dict:
+    B, H, G, T, D = (1, 4, 2, 256, 64) if small else (1, 8, 8, 1024, 64)
+    rng = np.random.default_rng(0)
+    return {
+        "q": rng.standard_normal((B, H, T, D)),
+        "k": rng.standard_normal((B, G, T, D)),
+        "v": rng.standard_normal((B, G, T, D)),
+        "do": rng.standard_normal((B, H, T, D)),
+    }
+
+
+def _attention_cases(small: bool) -> dict[str, _Case]:
+    from spec.attention.naive import attention
+    from spec.attention.tiled import flash_backward
+
+    x = _attention_inputs(small)
+    opts = {"causal": True}
+    oracle_fwd = attention(x["q"], x["k"], x["v"], **opts)
+    oracle_bwd = flash_backward(x["q"], x["k"], x["v"], *oracle_fwd, x["do"], **opts)
+
+    def cast(dtype):
+        return {n: a.astype(dtype) for n, a in x.items()}
+
+    def forward(fn, dtype):
+        a = cast(dtype)
+        return fn(a["q"], a["k"], a["v"], **opts)
+
+    def backward(fn, dtype):
+        a = cast(dtype)
+        # the backward is fed the oracle's forward outputs, rounded, so it is judged alone
+        o, lse = (y.astype(dtype) for y in oracle_fwd)
+        return fn(a["q"], a["k"], a["v"], o, lse, a["do"], **opts)
+
+    return {
+        "attention.flash_forward": _Case(forward, tuple(oracle_fwd)),
+        "attention.flash_backward": _Case(backward, tuple(oracle_bwd)),
+    }
+
+
+def _timed(fn: Callable[[], tuple], repeats: int) -> tuple[tuple, float]:
+    out = fn()  # warm-up: compiles Numba code, fills caches
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return out, float(np.median(times))
+
+
+def tour_rows(*, small: bool, dtype=np.float32, repeats: int = 3) -> list[TourRow]:
+    """Run every registered op on the spec and on each backend; measure error and time."""
+    cases = _attention_cases(small)
+    rows = []
+    for op in registry.ops():
+        case = cases[op]
+        spec_out, spec_s = _timed(lambda: case.call(registry.get(op, "spec"), dtype), repeats)
+        for e in registry.entries(op):
+            fn = e.load()
+            if e.backend == "spec":
+                out, seconds = spec_out, spec_s
+            else:
+                out, seconds = _timed(lambda: case.call(fn, dtype), repeats)
+            reports = [compare(o, w, b) for o, w, b in zip(out, case.oracle, spec_out)]
+            rows.append(TourRow(
+                op, e.name.split("/", 1)[1], max(r.err for r in reports),
+                all(r.ok for r in reports), seconds, spec_s / seconds,
+            ))
+    return rows
+
+
+def format_table(rows: list[TourRow]) -> str:
+    head = f"{'op':<26} {'backend':<10} {'max err vs f64':>15} {'in tol':>7} {'time':>10} {'vs spec':>8}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(
+            f"{r.op:<26} {r.backend:<10} {r.max_err:>15.2e} {'yes' if r.within else 'NO':>7} "
+            f"{r.seconds * 1e3:>8.1f}ms {r.speedup:>7.1f}x"
+        )
+    return "\n".join(lines)
+
+
+def tour(out_dir: Path, *, small: bool) -> int:
+    from backends.figures import attention_figures
+
+    size = "small" if small else "default"
+    print(f"attnspec tour ({size} size, float32 inputs, causal; error vs the float64 oracle,"
+          " tolerance per spec.tolerance)\n")
+    rows = tour_rows(small=small)
+    print(format_table(rows))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = attention_figures(out_dir, small=small)
+    print(f"\nfigures of the lessons' key plots written to {out_dir.resolve()}:")
+    for p in paths:
+        print(f"  {p.name}")
+    return 0 if all(r.within for r in rows) else 1
+
+
+# ------------------------------------------------------------- conformance, bench
+
+
+def _need(path: Path, what: str) -> None:
+    if not path.exists():
+        sys.exit(f"attnspec: {what} needs the source checkout ({path} not found); "
+                 "clone the repository and install it with pip install -e .")
+
+
+def conformance(backend: str | None, extra: list[str]) -> int:
+    tests = REPO / "tests" / "backends"
+    _need(tests, "conformance")
+    known = sorted({b for op in registry.ops() for b in registry.backends(op)})
+    if backend is not None and backend not in known:
+        sys.exit(f"attnspec conformance: unknown backend {backend!r}; registered: {known}")
+    args = [sys.executable, "-m", "pytest", str(tests), "-q", *extra]
+    if backend is not None:
+        args += ["--backend", backend]
+    return subprocess.call(args, cwd=REPO)
+
+
+def bench(op: str | None, extra: list[str]) -> int:
+    bench_dir = REPO / "bench"
+    _need(bench_dir, "bench")
+    scripts = sorted(p for p in bench_dir.glob("*.py") if not p.name.startswith("_"))
+    if op is not None:
+        scripts = [p for p in scripts if p.stem == op.split(".")[0]]
+        if not scripts:
+            sys.exit(f"attnspec bench: no benchmark for {op!r} in {bench_dir}")
+    status = 0
+    for script in scripts:
+        print(f"== {script.relative_to(REPO)}", flush=True)
+        status |= subprocess.call([sys.executable, str(script), *extra], cwd=REPO)
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="attnspec", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_tour = sub.add_parser("tour", help="run every op on every backend here; write figures")
+    p_tour.add_argument("--out", type=Path, default=Path("attnspec-tour"),
+                        help="folder for the figures (default: ./attnspec-tour)")
+    p_tour.add_argument("--small", action="store_true", help="small sizes (seconds, not minutes)")
+    p_conf = sub.add_parser("conformance", help="run the conformance tests (pytest)")
+    p_conf.add_argument("--backend", help="only this backend, e.g. cpu")
+    p_bench = sub.add_parser("bench", help="run the benchmarks in bench/")
+    p_bench.add_argument("op", nargs="?", help="e.g. attention (default: all)")
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "tour":
+        if extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        return tour(args.out, small=args.small)
+    if args.command == "conformance":
+        return conformance(args.backend, extra)
+    return bench(args.op, extra)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
