@@ -35,7 +35,7 @@ def test_the_floor_admits_one_rounding_of_an_exact_baseline():
     one_ulp_off = np.nextafter(exact, np.float32(2))
     assert compare(one_ulp_off, oracle, exact).ok
     assert not compare(one_ulp_off + np.float32(1e-3), oracle, exact).ok
-    assert 0 < rounding_floor(oracle, np.float32) < 1e-6
+    assert rounding_floor(oracle, np.float32) == 2 * np.spacing(np.float32(2.0 / 3.0 + 0.3))
 
 
 @pytest.mark.parametrize(
