@@ -214,10 +214,12 @@ def napkin_figure(
 def best_time(fn: Callable, *args, repeat: int = 3, min_total_s: float = 0.2, **kwargs) -> float:
     """The fastest call in seconds (the least disturbed measurement).
 
-    Calls ``fn`` at least ``repeat`` times and, for fast functions, until
+    One untimed warm-up call (compilation and first-touch page faults are not the
+    kernel), then ``fn`` at least ``repeat`` times and, for fast functions, until
     ``min_total_s`` has passed (at most 100 calls), so that a short call is not
     judged by a few samples on a busy machine.
     """
+    fn(*args, **kwargs)
     best, total, calls = float("inf"), 0.0, 0
     while calls < repeat or (total < min_total_s and calls < 100):
         t0 = time.perf_counter()
@@ -298,7 +300,6 @@ def _timing_data(small: bool):
     for T in T_list:
         q, k, v = (rng.standard_normal((1, H, T, D)).astype(np.float32) for _ in range(3))
         for name, fn in impls.items():
-            fn(q, k, v)  # the first call compiles (Numba); do not time it
             seconds[name].append(best_time(fn, q, k, v, repeat=2 if small else 3))
     return T_list, seconds, f"B=1, H={H}, D=E={D}, float32, not causal"
 

@@ -29,6 +29,7 @@
 
 # %%
 # %matplotlib inline
+import functools
 import inspect
 import math
 import os
@@ -472,21 +473,7 @@ print(f"cpu backend: forward and backward agree with the spec on {len(EDGE_PROBL
 # best of a few calls each.
 
 # %%
-def best_time(fn, *args, repeat: int = REPEAT, min_total_s: float = 0.2, **kwargs) -> float:
-    """The fastest call in seconds: the least disturbed measurement.
-
-    At least ``repeat`` calls, and for fast functions more (up to 100), until
-    ``min_total_s`` has passed: a millisecond call is not judged on two samples.
-    """
-    fn(*args, **kwargs)  # warm up: compilation and first-touch page faults are not the kernel
-    best, total, calls = float("inf"), 0.0, 0
-    while calls < repeat or (total < min_total_s and calls < 100):
-        t0 = time.perf_counter()
-        fn(*args, **kwargs)
-        dt = time.perf_counter() - t0
-        best, total, calls = min(best, dt), total + dt, calls + 1
-    return best
-
+best_time = functools.partial(figures.best_time, repeat=REPEAT)  # warm-up, then the fastest call
 
 H_time, D_time = 2, 64
 impls = {
@@ -708,6 +695,21 @@ def _name(fn) -> str:
     return name if module == "__main__" else f"{module}.{name}"
 
 
+def verdict(fn, run, passed: str) -> bool:
+    """Call ``run()``; print TODO (not written yet), FAIL (with the reason) or PASS."""
+    name = _name(fn)
+    try:
+        run()
+    except NotImplementedError:
+        print(f"TODO {name}: not written yet; fill in its body and run this cell again")
+        return False
+    except Exception as exc:  # noqa: BLE001 - report any failure as a FAIL line
+        print(f"FAIL {name}: {type(exc).__name__}: {exc}")
+        return False
+    print(f"PASS {name}: {passed}")
+    return True
+
+
 def finish(m_T, l_T, acc_TE):
     """o = Õ / l and lse = m + log l; a row that saw no visible key gets o = 0, lse = −∞."""
     empty_T = m_T == -np.inf
@@ -724,9 +726,9 @@ def check_update(update) -> bool:
     tiles are empty, logits of 1e4, one key per tile and one tile for the whole row.
     Prints PASS / FAIL / TODO and returns True on PASS.
     """
-    name = _name(update)
     rng = np.random.default_rng(0)
-    try:
+
+    def run():
         for T, S, E, logit in ((1, 1, 1, 1.0), (6, 13, 3, 1.0), (6, 13, 3, 30.0), (4, 9, 2, 1e4)):
             score_TS = logit * rng.standard_normal((T, S))
             score_TS[rng.random((T, S)) < 0.3] = -np.inf  # masked keys
@@ -757,14 +759,8 @@ def check_update(update) -> bool:
                         assert got.dtype == dtype, f"{label}: dtype {got.dtype}, expected {np.dtype(dtype)} ({case})"
                     assert_close(o_TE, want.o_BHTE[0, 0], base.o_BHTE[0, 0], name=f"o ({case})")
                     assert_close(lse_T, want.lse_BHT[0, 0], base.lse_BHT[0, 0], name=f"lse ({case})")
-    except NotImplementedError:
-        print(f"TODO {name}: not written yet; fill in its body and run this cell again")
-        return False
-    except Exception as exc:  # noqa: BLE001 - report any failure as a FAIL line
-        print(f"FAIL {name}: {type(exc).__name__}: {exc}")
-        return False
-    print(f"PASS {name}: agrees with the oracle on every case, tile size and dtype")
-    return True
+
+    return verdict(update, run, "agrees with the oracle on every case, tile size and dtype")
 
 
 # %%
@@ -830,7 +826,6 @@ from tests.strategies import attention_problems  # noqa: E402
 
 def check(fn, *, max_examples: int = HYPOTHESIS_EXAMPLES) -> bool:
     """Run the project's forward conformance check on ``fn``; print PASS / FAIL / TODO."""
-    name = _name(fn)
     dtypes = (np.float64, np.float32)
 
     @settings(max_examples=max_examples, deadline=None, database=None, derandomize=SMALL,
@@ -839,20 +834,14 @@ def check(fn, *, max_examples: int = HYPOTHESIS_EXAMPLES) -> bool:
     def drawn(problem, dtype):
         check_forward(fn, problem, dtype)
 
-    try:
+    def run():
         for problem in EDGE_PROBLEMS:
             for dtype in dtypes:
                 check_forward(fn, problem, dtype)
         drawn()
-    except NotImplementedError:
-        print(f"TODO {name}: not written yet; fill in its body and run this cell again")
-        return False
-    except Exception as exc:  # noqa: BLE001 - report any failure as a FAIL line
-        print(f"FAIL {name}: {type(exc).__name__}: {exc}")
-        return False
-    print(f"PASS {name}: {len(EDGE_PROBLEMS)} edge problems and {max_examples} drawn problems, "
-          "float64 and float32")
-    return True
+
+    return verdict(fn, run, f"{len(EDGE_PROBLEMS)} edge problems and {max_examples} drawn "
+                   "problems, float64 and float32")
 
 
 # %%

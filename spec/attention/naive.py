@@ -71,7 +71,8 @@ def attention(
         Returns o_BHTE and lse_BHT.
 
     Numerics
-        Computes in the input dtype. ``scale`` defaults to 1/sqrt(D). ``causal`` is
+        Computes in the input dtype: float16, float32, float64, or longdouble (the
+        oracle of float64 work, see spec.tolerance). ``scale`` defaults to 1/sqrt(D). ``causal`` is
         bottom-right aligned: query t sees keys s <= t + S - T (see
         :func:`causal_visible_TS`). Subtracting the row maximum keeps logits of
         any finite size (1e4 and beyond) from overflowing. A row with no visible key

@@ -18,11 +18,9 @@ import re
 import sys
 from pathlib import Path
 
+import jupytext
+import nbclient
 import pytest
-
-jupytext = pytest.importorskip("jupytext")
-nbclient = pytest.importorskip("nbclient")
-pytest.importorskip("ipykernel")
 
 ROOT = Path(__file__).resolve().parents[2]
 LESSONS_DIR = ROOT / "lessons"
@@ -113,7 +111,6 @@ def test_ipynb_is_in_sync_with_py(py: Path):
 
 
 def test_attention_figures_writes_pngs(tmp_path):
-    pytest.importorskip("matplotlib")
     from backends.figures import attention_figures
 
     paths = attention_figures(tmp_path, small=True)
