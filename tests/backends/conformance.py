@@ -8,10 +8,11 @@ For a working dtype ``dtype`` (see :mod:`spec.tolerance`):
     oracle    = the oracle (spec.attention.naive; the float64-validated tiled backward)
                 on the inputs widened to oracle_dtype(dtype)
     baselines = the spec function the implementation mirrors, in ``dtype``, on the
-                problem as given and on REORDERINGS copies whose summation axes (D, S)
-                are permuted: attention is exactly invariant under those, so the
-                copies differ from the first only in rounding order, and together
-                they measure what ``dtype`` costs better than one order's luck does
+                problem as given and on REORDERINGS copies whose axes T, S, D and E
+                are permuted (and the results permuted back): attention is exactly
+                equivariant under those, so the copies differ from the first only in
+                rounding order, and together they measure what ``dtype`` costs better
+                than one order's luck does
     out       = the implementation under test, in ``dtype``
 """
 
@@ -40,10 +41,14 @@ class _Inputs(NamedTuple):
 
 
 class _Reordering(NamedTuple):
-    """A permutation of the D axis (q, k) and of the S axis (k, v, bias, mask)."""
+    """Permutations of the axes T (q, dO, bias, mask), S (k, v, bias, mask), D (q, k)
+    and E (v, dO). Attention is exactly equivariant under each (causal becomes an
+    explicit mask first), so only the order of the sums changes."""
 
-    d: np.ndarray
+    t: np.ndarray
     s: np.ndarray
+    d: np.ndarray
+    e: np.ndarray
 
     def apply(self, x: _Inputs) -> _Inputs:
         B, H, T, _ = x.q.shape
@@ -55,18 +60,23 @@ class _Reordering(NamedTuple):
             mask = causal if mask is None else mask & causal
         full = (B, H, T, S)
         return _Inputs(
-            q=x.q[..., self.d],
-            k=x.k[..., self.d][:, :, self.s],
-            v=x.v[:, :, self.s],
-            do=x.do,
-            bias=None if x.bias is None else np.broadcast_to(x.bias, full)[..., self.s],
-            mask=None if mask is None else np.broadcast_to(mask, full)[..., self.s],
+            q=x.q[:, :, self.t][..., self.d],
+            k=x.k[:, :, self.s][..., self.d],
+            v=x.v[:, :, self.s][..., self.e],
+            do=x.do[:, :, self.t][..., self.e],
+            bias=None if x.bias is None else np.broadcast_to(x.bias, full)[:, :, self.t][..., self.s],
+            mask=None if mask is None else np.broadcast_to(mask, full)[:, :, self.t][..., self.s],
             causal=False,
         )
 
+    def undo_outputs(self, o, lse):
+        t_inv = np.argsort(self.t)
+        return o[:, :, t_inv][..., np.argsort(self.e)], lse[:, :, t_inv]
+
     def undo_grads(self, dq, dk, dv):
-        d_inv, s_inv = np.argsort(self.d), np.argsort(self.s)
-        return dq[..., d_inv], dk[:, :, s_inv][..., d_inv], dv[:, :, s_inv]
+        t_inv, s_inv = np.argsort(self.t), np.argsort(self.s)
+        d_inv, e_inv = np.argsort(self.d), np.argsort(self.e)
+        return dq[:, :, t_inv][..., d_inv], dk[:, :, s_inv][..., d_inv], dv[:, :, s_inv][..., e_inv]
 
 
 def _inputs(problem: AttentionProblem, dtype) -> tuple[_Inputs, _Inputs]:
@@ -82,7 +92,10 @@ def _inputs(problem: AttentionProblem, dtype) -> tuple[_Inputs, _Inputs]:
 
 def _reorderings(problem: AttentionProblem) -> list[_Reordering]:
     rng = np.random.default_rng(problem.seed ^ 0x5EED)
-    return [_Reordering(rng.permutation(problem.D), rng.permutation(problem.S)) for _ in range(REORDERINGS)]
+    return [
+        _Reordering(*(rng.permutation(n) for n in (problem.T, problem.S, problem.D, problem.E)))
+        for _ in range(REORDERINGS)
+    ]
 
 
 def _check_dtype_kept(name: str, x: np.ndarray, dtype) -> None:
@@ -107,7 +120,8 @@ def check_forward(fn: Callable, problem: AttentionProblem, dtype, *, spec_fn=fla
         return f(y.q, y.k, y.v, bias=y.bias, mask=y.mask, causal=y.causal, scale=problem.scale, **extra)
 
     oracle = run(attention, w)
-    baselines = [run(spec_fn, x, **tiles)] + [run(spec_fn, r.apply(x), **tiles) for r in _reorderings(problem)]
+    baselines = [run(spec_fn, x, **tiles)]
+    baselines += [r.undo_outputs(*run(spec_fn, r.apply(x), **tiles)) for r in _reorderings(problem)]
     out = run(fn, x, **tiles)
     _assert_all(("o_BHTE", "lse_BHT"), out, oracle, baselines, dtype, problem)
 
