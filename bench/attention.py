@@ -78,8 +78,13 @@ def _median_ms(fn, repeats: int) -> float:
     return statistics.median(times) * 1e3
 
 
-def run(quick: bool = False, threads: int = 2, repeats: int | None = None) -> list[dict]:
-    """Time every configuration; return one dict per (T, causal) with ms and GFLOP/s."""
+def run(gemm: float, quick: bool = False, threads: int = 2, repeats: int | None = None) -> list[dict]:
+    """Time every configuration; return one dict per (T, causal) with ms and GFLOP/s.
+
+    ``gemm`` is the anchor rate (GFLOP/s) from :func:`gemm_rate_gflops`. Before timing a
+    size, the Numba and torch forward outputs are compared, so that a table never
+    compares two programs that compute different things.
+    """
     import numba
     import torch
     import torch.nn.functional as F
@@ -91,7 +96,6 @@ def run(quick: bool = False, threads: int = 2, repeats: int | None = None) -> li
     B, H, D = 1, 8, 64
     sizes = (128, 256) if quick else (512, 1024, 2048, 4096)
     repeats = repeats or (3 if quick else 5)
-    gemm, _ = gemm_rate_gflops(threads)
     rng = np.random.default_rng(0)
     rows = []
     for T in sizes:
@@ -112,6 +116,11 @@ def run(quick: bool = False, threads: int = 2, repeats: int | None = None) -> li
             tk = torch.from_numpy(k).requires_grad_()
             tv = torch.from_numpy(v).requires_grad_()
             tdo = torch.from_numpy(do)
+            with torch.no_grad():
+                ref = F.scaled_dot_product_attention(tq, tk, tv, is_causal=causal).numpy()
+            diff = float(np.abs(out.o_BHTE - ref).max())
+            if not diff < 1e-3:  # float32 outputs of size ~1: any real disagreement is far larger
+                raise RuntimeError(f"T={T} causal={causal}: numba and torch outputs differ by {diff}")
 
             def torch_fwd():
                 with torch.no_grad():
@@ -158,14 +167,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=None)
     args = parser.parse_args(argv)
     import numba
-    import torch
+
+    try:
+        import torch
+    except ImportError:
+        print("bench/attention.py compares against PyTorch's scaled_dot_product_attention, "
+              "and PyTorch is not installed here: install it (a CPU build is enough) and "
+              "run this again", file=sys.stderr)
+        return 2
 
     gemm, note = gemm_rate_gflops(args.threads)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
           f"numpy {np.__version__}, numba {numba.__version__}, torch {torch.__version__}")
     print(f"threads: numba = torch = {args.threads}")
     print(f"float32 GEMM anchor: {gemm:.0f} GFLOP/s ({note})")
-    rows = run(quick=args.quick, threads=args.threads, repeats=args.repeats)
+    rows = run(gemm, quick=args.quick, threads=args.threads, repeats=args.repeats)
     print("B=1, H=8, D=64, float32; median of repeats after one warm-up; "
           "FLOPs = 4·B·H·D·visible pairs (fwd), 2.5x that (bwd)")
     print(format_table(rows))
