@@ -302,6 +302,28 @@ def _nanmax(a, b):
 # ---------------------------------------------------------------- tile products
 
 
+@njit(inline="always")
+def _block_start(c0, c1, c2, c3, accumulate):
+    """A 4-row x W-lane block of c (rows c0..c3) as 16 vectors: its values, or zeros."""
+    if accumulate:
+        return (_vload(c0, 0), _vload(c0, L), _vload(c0, 2 * L), _vload(c0, 3 * L),
+                _vload(c1, 0), _vload(c1, L), _vload(c1, 2 * L), _vload(c1, 3 * L),
+                _vload(c2, 0), _vload(c2, L), _vload(c2, 2 * L), _vload(c2, 3 * L),
+                _vload(c3, 0), _vload(c3, L), _vload(c3, 2 * L), _vload(c3, 3 * L))
+    zv = _vzero(c0[0])
+    return (zv, zv, zv, zv, zv, zv, zv, zv, zv, zv, zv, zv, zv, zv, zv, zv)
+
+
+@njit(inline="always")
+def _block_store(c0, c1, c2, c3, y00, y01, y02, y03, y10, y11, y12, y13,
+                 y20, y21, y22, y23, y30, y31, y32, y33):
+    """Write the 16 vectors of :func:`_block_start` back to rows c0..c3."""
+    _vstore(c0, 0, y00), _vstore(c0, L, y01), _vstore(c0, 2 * L, y02), _vstore(c0, 3 * L, y03)
+    _vstore(c1, 0, y10), _vstore(c1, L, y11), _vstore(c1, 2 * L, y12), _vstore(c1, 3 * L, y13)
+    _vstore(c2, 0, y20), _vstore(c2, L, y21), _vstore(c2, 2 * L, y22), _vstore(c2, 3 * L, y23)
+    _vstore(c3, 0, y30), _vstore(c3, L, y31), _vstore(c3, 2 * L, y32), _vstore(c3, 3 * L, y33)
+
+
 @njit
 def _mm_nn(a_PRW, b_PKW, c_PRW, n_rows, n_k, n_panels, accumulate):
     """c(r, n) += Σ_k a(r, k) · b(k, n) on panelled buffers.
@@ -317,15 +339,8 @@ def _mm_nn(a_PRW, b_PKW, c_PRW, n_rows, n_k, n_panels, accumulate):
     for p in range(n_panels):
         for r in range(0, n_rows, 4):
             c0, c1, c2, c3 = c_PRW[p, r], c_PRW[p, r + 1], c_PRW[p, r + 2], c_PRW[p, r + 3]
-            if accumulate:
-                y00, y01, y02, y03 = _vload(c0, 0), _vload(c0, L), _vload(c0, 2 * L), _vload(c0, 3 * L)
-                y10, y11, y12, y13 = _vload(c1, 0), _vload(c1, L), _vload(c1, 2 * L), _vload(c1, 3 * L)
-                y20, y21, y22, y23 = _vload(c2, 0), _vload(c2, L), _vload(c2, 2 * L), _vload(c2, 3 * L)
-                y30, y31, y32, y33 = _vload(c3, 0), _vload(c3, L), _vload(c3, 2 * L), _vload(c3, 3 * L)
-            else:
-                zv = _vzero(c0[0])
-                y00 = y01 = y02 = y03 = y10 = y11 = y12 = y13 = zv
-                y20 = y21 = y22 = y23 = y30 = y31 = y32 = y33 = zv
+            (y00, y01, y02, y03, y10, y11, y12, y13,
+             y20, y21, y22, y23, y30, y31, y32, y33) = _block_start(c0, c1, c2, c3, accumulate)
             for k in range(n_k):
                 pk = k // W
                 kk = k - pk * W
@@ -336,10 +351,8 @@ def _mm_nn(a_PRW, b_PKW, c_PRW, n_rows, n_k, n_panels, accumulate):
                 y10, y11, y12, y13 = _vfma(a1, x0, y10), _vfma(a1, x1, y11), _vfma(a1, x2, y12), _vfma(a1, x3, y13)
                 y20, y21, y22, y23 = _vfma(a2, x0, y20), _vfma(a2, x1, y21), _vfma(a2, x2, y22), _vfma(a2, x3, y23)
                 y30, y31, y32, y33 = _vfma(a3, x0, y30), _vfma(a3, x1, y31), _vfma(a3, x2, y32), _vfma(a3, x3, y33)
-            _vstore(c0, 0, y00), _vstore(c0, L, y01), _vstore(c0, 2 * L, y02), _vstore(c0, 3 * L, y03)
-            _vstore(c1, 0, y10), _vstore(c1, L, y11), _vstore(c1, 2 * L, y12), _vstore(c1, 3 * L, y13)
-            _vstore(c2, 0, y20), _vstore(c2, L, y21), _vstore(c2, 2 * L, y22), _vstore(c2, 3 * L, y23)
-            _vstore(c3, 0, y30), _vstore(c3, L, y31), _vstore(c3, 2 * L, y32), _vstore(c3, 3 * L, y33)
+            _block_store(c0, c1, c2, c3, y00, y01, y02, y03, y10, y11, y12, y13,
+                         y20, y21, y22, y23, y30, y31, y32, y33)
 
 
 @njit
@@ -353,15 +366,8 @@ def _mm_tn(a_PKW, b_PKW, c_PRW, n_rows, n_k, n_panels, accumulate):
             pr = r // W
             rr = r - pr * W
             c0, c1, c2, c3 = c_PRW[p, r], c_PRW[p, r + 1], c_PRW[p, r + 2], c_PRW[p, r + 3]
-            if accumulate:
-                y00, y01, y02, y03 = _vload(c0, 0), _vload(c0, L), _vload(c0, 2 * L), _vload(c0, 3 * L)
-                y10, y11, y12, y13 = _vload(c1, 0), _vload(c1, L), _vload(c1, 2 * L), _vload(c1, 3 * L)
-                y20, y21, y22, y23 = _vload(c2, 0), _vload(c2, L), _vload(c2, 2 * L), _vload(c2, 3 * L)
-                y30, y31, y32, y33 = _vload(c3, 0), _vload(c3, L), _vload(c3, 2 * L), _vload(c3, 3 * L)
-            else:
-                zv = _vzero(c0[0])
-                y00 = y01 = y02 = y03 = y10 = y11 = y12 = y13 = zv
-                y20 = y21 = y22 = y23 = y30 = y31 = y32 = y33 = zv
+            (y00, y01, y02, y03, y10, y11, y12, y13,
+             y20, y21, y22, y23, y30, y31, y32, y33) = _block_start(c0, c1, c2, c3, accumulate)
             for k in range(n_k):
                 ak = a_PKW[pr, k]
                 a0, a1, a2, a3 = ak[rr], ak[rr + 1], ak[rr + 2], ak[rr + 3]
@@ -371,10 +377,8 @@ def _mm_tn(a_PKW, b_PKW, c_PRW, n_rows, n_k, n_panels, accumulate):
                 y10, y11, y12, y13 = _vfma(a1, x0, y10), _vfma(a1, x1, y11), _vfma(a1, x2, y12), _vfma(a1, x3, y13)
                 y20, y21, y22, y23 = _vfma(a2, x0, y20), _vfma(a2, x1, y21), _vfma(a2, x2, y22), _vfma(a2, x3, y23)
                 y30, y31, y32, y33 = _vfma(a3, x0, y30), _vfma(a3, x1, y31), _vfma(a3, x2, y32), _vfma(a3, x3, y33)
-            _vstore(c0, 0, y00), _vstore(c0, L, y01), _vstore(c0, 2 * L, y02), _vstore(c0, 3 * L, y03)
-            _vstore(c1, 0, y10), _vstore(c1, L, y11), _vstore(c1, 2 * L, y12), _vstore(c1, 3 * L, y13)
-            _vstore(c2, 0, y20), _vstore(c2, L, y21), _vstore(c2, 2 * L, y22), _vstore(c2, 3 * L, y23)
-            _vstore(c3, 0, y30), _vstore(c3, L, y31), _vstore(c3, 2 * L, y32), _vstore(c3, 3 * L, y33)
+            _block_store(c0, c1, c2, c3, y00, y01, y02, y03, y10, y11, y12, y13,
+                         y20, y21, y22, y23, y30, y31, y32, y33)
 
 
 @njit(inline="always")
@@ -400,9 +404,8 @@ def _mm_nn_plain(a_PRW, b_PKW, c_PRW, n_rows, n_k, n_panels):
     for p in range(n_panels):
         for r in range(0, n_rows, 4):
             c0, c1, c2, c3 = c_PRW[p, r], c_PRW[p, r + 1], c_PRW[p, r + 2], c_PRW[p, r + 3]
-            zv = _vzero(c0[0])
-            y00 = y01 = y02 = y03 = y10 = y11 = y12 = y13 = zv
-            y20 = y21 = y22 = y23 = y30 = y31 = y32 = y33 = zv
+            (y00, y01, y02, y03, y10, y11, y12, y13,
+             y20, y21, y22, y23, y30, y31, y32, y33) = _block_start(c0, c1, c2, c3, False)
             for k in range(0, n_k, 4):
                 pk = k // W
                 kk = k - pk * W
@@ -422,10 +425,8 @@ def _mm_nn_plain(a_PRW, b_PKW, c_PRW, n_rows, n_k, n_panels):
                     else:
                         y03, y13 = _acc4(y03, ar0, kk, x0, x1, x2, x3), _acc4(y13, ar1, kk, x0, x1, x2, x3)
                         y23, y33 = _acc4(y23, ar2, kk, x0, x1, x2, x3), _acc4(y33, ar3, kk, x0, x1, x2, x3)
-            _vstore(c0, 0, y00), _vstore(c0, L, y01), _vstore(c0, 2 * L, y02), _vstore(c0, 3 * L, y03)
-            _vstore(c1, 0, y10), _vstore(c1, L, y11), _vstore(c1, 2 * L, y12), _vstore(c1, 3 * L, y13)
-            _vstore(c2, 0, y20), _vstore(c2, L, y21), _vstore(c2, 2 * L, y22), _vstore(c2, 3 * L, y23)
-            _vstore(c3, 0, y30), _vstore(c3, L, y31), _vstore(c3, 2 * L, y32), _vstore(c3, 3 * L, y33)
+            _block_store(c0, c1, c2, c3, y00, y01, y02, y03, y10, y11, y12, y13,
+                         y20, y21, y22, y23, y30, y31, y32, y33)
 
 
 # ------------------------------------------------------------- tile loading
