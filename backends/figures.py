@@ -229,16 +229,6 @@ def best_time(fn: Callable, *args, repeat: int = 3, min_total_s: float = 0.2, **
     return best
 
 
-def _load_cpu_forward() -> Callable | None:
-    """The cpu backend's flash_forward, or None where it cannot be loaded (no Numba)."""
-    from backends import registry
-
-    try:
-        return registry.get("attention.flash_forward", "cpu")
-    except ImportError:
-        return None
-
-
 def _trace_data(S: int, tile_s: int, seed: int = 0):
     """A row of scores with an upward drift (so the maximum moves) and its running stats.
 
@@ -283,6 +273,7 @@ def _tile_error_data(small: bool):
 
 
 def _timing_data(small: bool):
+    from backends import registry
     from spec.attention.naive import attention
     from spec.attention.tiled import flash_forward
 
@@ -291,10 +282,8 @@ def _timing_data(small: bool):
     impls: dict[str, Callable] = {
         "spec naive (NumPy)": attention,
         "spec flash_forward (NumPy)": flash_forward,
+        "cpu flash_forward (Numba)": registry.get("attention.flash_forward", "cpu"),
     }
-    cpu = _load_cpu_forward()
-    if cpu is not None:
-        impls["cpu flash_forward (Numba)"] = cpu
     rng = np.random.default_rng(2)
     seconds: dict[str, list[float]] = {name: [] for name in impls}
     for T in T_list:
@@ -310,7 +299,7 @@ def attention_figures(out_dir, *, small: bool) -> list[Path]:
     Writes ``attention_online_softmax.png`` (the running max and denominator on one
     row), ``attention_tile_error.png`` (error against the oracle over a grid of tile
     sizes, float64 and float32) and ``attention_timing.png`` (spec naive, spec
-    flash and, where it loads, the Numba backend, against T). ``small`` picks the
+    flash and the Numba backend, against T). ``small`` picks the
     sizes of the lessons' small mode (seconds) instead of the default ones (about a
     minute). Returns the paths written.
     """
