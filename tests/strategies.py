@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from hypothesis import example
 from hypothesis import strategies as st
 
 BIAS_KINDS = ("none", "full", "per_head", "per_key", "neg_inf")
@@ -132,3 +133,10 @@ EDGE_PROBLEMS = (
     AttentionProblem(B=1, H=2, G=2, T=8, S=8, D=4, E=4, bias="neg_inf", tile_t=3, tile_s=5),
     AttentionProblem(B=1, H=1, G=1, T=5, S=13, D=8, E=8, logit=1e4, tile_t=2, tile_s=4),
 )
+
+
+def with_edge_examples(test):
+    """Pin every problem of EDGE_PROBLEMS on a hypothesis test taking ``problem``."""
+    for p in EDGE_PROBLEMS:
+        test = example(problem=p)(test)
+    return test

@@ -537,9 +537,9 @@ def _forward_kernel(q_BHTD, k_BGSD, v_BGSE, bias_BHTS, mask_BHTS, has_bias, has_
     group = H // G
     n_tiles_t = (T + tile_t - 1) // tile_t
     dt = q_BHTD.dtype
-    Pt, Pd, Pe = _panels(tile_t), _panels(D), _panels(E)
+    Pt, Pe = _panels(tile_t), _panels(E)
     ct_max, cs_max = _round4(tile_t), _round4(tile_s)
-    d4, e4 = _round4(D), _round4(E)
+    d4 = _round4(D)
     zero, one, minus_inf = _like(scale, 0.0), _like(scale, 1.0), _like(scale, -np.inf)
     k_BGNPSW = _panel_tiles(k_BGSD, tile_s, False)
     v_BGNPSW = _panel_tiles(v_BGSE, tile_s, False)
@@ -638,7 +638,7 @@ def _backward_kernel(q_BHTD, k_BGSD, v_BGSE, o_BHTE, lse_BHT, do_BHTE, bias_BHTS
     G, S, E = k_BGSD.shape[1], k_BGSD.shape[2], v_BGSE.shape[3]
     group = H // G
     dt = q_BHTD.dtype
-    zero, one, minus_inf = _like(scale, 0.0), _like(scale, 1.0), _like(scale, -np.inf)
+    zero, minus_inf = _like(scale, 0.0), _like(scale, -np.inf)
     n_tiles_s = (S + tile_s - 1) // tile_s
     n_chunks = min(_DQ_CHUNKS, n_tiles_s)
     Pt, Pd, Pe = _panels(tile_t), _panels(D), _panels(E)

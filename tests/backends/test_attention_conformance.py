@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import example, given, settings
+from hypothesis import given, settings
 
 from backends import registry
 from tests.backends.conformance import check_backward, check_forward
-from tests.strategies import EDGE_PROBLEMS, AttentionProblem, attention_problems
+from tests.strategies import AttentionProblem, attention_problems, with_edge_examples
 
 
 def _cases(op: str):
@@ -26,15 +26,9 @@ def _forward_of(entry: registry.Entry):
     return registry.get("attention.flash_forward", entry.backend, entry.version)
 
 
-def _examples(fn):
-    for p in EDGE_PROBLEMS:
-        fn = example(problem=p)(fn)
-    return fn
-
-
 @pytest.mark.parametrize("entry, dtype", _cases("attention.flash_forward"))
 @settings(max_examples=80)
-@_examples
+@with_edge_examples
 @given(problem=attention_problems())
 def test_flash_forward_conforms(entry, dtype, problem: AttentionProblem):
     check_forward(entry.load(), problem, dtype, spec_fn=entry.load_spec())
@@ -42,7 +36,7 @@ def test_flash_forward_conforms(entry, dtype, problem: AttentionProblem):
 
 @pytest.mark.parametrize("entry, dtype", _cases("attention.flash_backward"))
 @settings(max_examples=60)
-@_examples
+@with_edge_examples
 @given(problem=attention_problems())
 def test_flash_backward_conforms(entry, dtype, problem: AttentionProblem):
     check_backward(entry.load(), problem, dtype, forward_fn=_forward_of(entry), spec_fn=entry.load_spec())

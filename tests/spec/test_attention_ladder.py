@@ -15,15 +15,9 @@ from hypothesis import strategies as st
 from spec.attention.naive import attention, causal_visible_TS
 from spec.attention.tiled import flash_backward, flash_forward
 from spec.tolerance import assert_close
-from tests.strategies import EDGE_PROBLEMS, AttentionProblem, attention_problems
+from tests.strategies import AttentionProblem, attention_problems, with_edge_examples
 
 F64 = np.float64
-
-
-def _examples(fn):
-    for p in EDGE_PROBLEMS:
-        fn = example(problem=p)(fn)
-    return fn
 
 
 def _assert_same_attention(got, want, logit: float) -> None:
@@ -39,7 +33,7 @@ def _assert_same_attention(got, want, logit: float) -> None:
 
 
 @settings(max_examples=150)
-@_examples
+@with_edge_examples
 @given(problem=attention_problems())
 def test_tiled_forward_equals_oracle(problem: AttentionProblem):
     a = problem.arrays(F64)
