@@ -11,6 +11,7 @@ they need the repository, not only the installed packages.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -85,6 +86,15 @@ def _attention_cases(small: bool) -> dict[str, _Case]:
     }
 
 
+def _softmax_case(small: bool) -> _Case:
+    from spec.attention.softmax import softmax
+
+    T, S = (64, 256) if small else (512, 2048)
+    x = np.random.default_rng(1).standard_normal((T, S)) * 4
+    x[:, 1::5] = -np.inf  # masked scores, as attention's causal or padding masks make
+    return _Case(lambda fn, dtype: fn(x.astype(dtype)), tuple(softmax(x)))
+
+
 def _timed(fn: Callable[[], tuple], repeats: int) -> tuple[tuple, float]:
     out = fn()  # warm-up: compiles Numba code, fills caches
     times = []
@@ -97,7 +107,7 @@ def _timed(fn: Callable[[], tuple], repeats: int) -> tuple[tuple, float]:
 
 def tour_rows(*, small: bool, dtype=np.float32, repeats: int = 3) -> list[TourRow]:
     """Run every registered op on the spec and on each backend; measure error and time."""
-    cases = _attention_cases(small)
+    cases = {**_attention_cases(small), "attention.softmax": _softmax_case(small)}
     rows = []
     for op in registry.ops():
         case = cases[op]
@@ -133,14 +143,31 @@ def tour(out_dir: Path, *, small: bool) -> int:
     size = "small" if small else "default"
     print(f"attnspec tour ({size} size, float32 inputs, causal; error vs the float64 oracle,"
           " tolerance per spec.tolerance)\n")
+    cuda_note = _choose_cuda_engine()
     rows = tour_rows(small=small)
     print(format_table(rows))
+    print(f"\ncuda rows: {cuda_note}")
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = attention_figures(out_dir, small=small)
     print(f"\nfigures of the lessons' key plots written to {out_dir.resolve()}:")
     for p in paths:
         print(f"  {p.name}")
     return 0 if all(r.within for r in rows) else 1
+
+
+def _choose_cuda_engine() -> str:
+    """Run the CUDA rows on the GPU, or say plainly that they run on the emulator.
+
+    Without a GPU and without a setting, the tour asks for the emulator itself
+    (ATTNSPEC_CUDA=emulator) so that the CUDA kernels still run and are checked;
+    their times are then the emulator's, not a GPU's.
+    """
+    from backends.cuda import emulate_if_no_gpu
+
+    if emulate_if_no_gpu() == "emulator":
+        return ("no GPU here: the CUDA kernels ran on the CPU emulator (ATTNSPEC_CUDA=emulator); "
+                "their times are the emulator's, not a GPU's (recorded GPU figures: bench/RESULTS.md)")
+    return "CUDA kernels ran on the GPU through CuPy"
 
 
 # ------------------------------------------------------------- conformance, bench

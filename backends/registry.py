@@ -13,6 +13,7 @@ it by the conformance suite (``tests/backends``), which is parametrised over
 
 from __future__ import annotations
 
+import functools
 import importlib
 from dataclasses import dataclass
 from typing import Callable
@@ -40,7 +41,9 @@ class Entry:
     """Input dtypes it accepts; others raise TypeError."""
 
     def load(self) -> Callable:
-        return _import(self.target)
+        """The implementation; for a versioned kernel, with ``version=`` bound."""
+        fn = _import(self.target)
+        return fn if self.version is None else functools.partial(fn, version=self.version)
 
     def load_spec(self) -> Callable:
         return _import(self.spec_target)
@@ -59,6 +62,8 @@ def _import(target: str) -> Callable:
 _FWD_SPEC = "spec.attention.tiled:flash_forward"
 _BWD_SPEC = "spec.attention.tiled:flash_backward"
 
+_SOFTMAX_SPEC = "spec.attention.softmax:softmax"
+
 _ENTRIES: tuple[Entry, ...] = (
     Entry("attention.flash_forward", "spec", None, _FWD_SPEC, _FWD_SPEC, (F16, F32, F64)),
     Entry("attention.flash_backward", "spec", None, _BWD_SPEC, _BWD_SPEC, (F16, F32, F64)),
@@ -69,6 +74,12 @@ _ENTRIES: tuple[Entry, ...] = (
     Entry(
         "attention.flash_backward", "cpu", None,
         "backends.cpu.attention:flash_backward", _BWD_SPEC, (F32, F64),
+    ),
+    Entry("attention.softmax", "spec", None, _SOFTMAX_SPEC, _SOFTMAX_SPEC, (F16, F32, F64)),
+    *(
+        Entry("attention.softmax", "cuda", version, "backends.cuda.softmax:softmax",
+              _SOFTMAX_SPEC, (F16, F32, F64))
+        for version in ("v1", "v2")
     ),
 )
 

@@ -299,6 +299,49 @@ figures.online_softmax_trace_figure(score_S, tile_trace, m_N, l_N, alpha_N)
 # are added, which is why $\ell$ can *fall* from one tile to the next. When the maximum
 # does not move, α = 1 and the tile's terms are simply added.
 #
+# ### The same recurrence on a GPU
+#
+# The pair $(m, \ell)$ is all a row needs, and two pairs of disjoint column sets merge
+# by the same rule: $m = \max(m_a, m_b)$, $\ell = \ell_a e^{m_a - m} + \ell_b e^{m_b - m}$.
+# That is how a CUDA kernel spreads one row over the 32 lanes of a warp: each lane
+# keeps its own pair over every 32nd column, then five shuffle steps merge the lanes.
+# `backends/cuda/softmax.cu` does exactly this for the row softmax
+# (`spec.attention.softmax`, which states the recurrence without q, k and v). Its
+# per-score update and its merge:
+
+# %%
+SOFTMAX_CU = (ROOT / "backends" / "cuda" / "softmax.cu").read_text()
+start = SOFTMAX_CU.index("// Add one score")
+print(SOFTMAX_CU[start : SOFTMAX_CU.index("__device__ __forceinline__ RowStats strided_stats")])
+
+# %% [markdown]
+# Where a GPU is present the kernel runs on it through CuPy; elsewhere on the
+# project's CPU emulator, which runs the unmodified `.cu` file with CUDA's semantics
+# (one fiber per thread, real warp shuffles). Either way it is judged against the spec
+# by the tolerance policy, on rows with masked (−inf) scores and one fully masked row:
+
+# %%
+from backends.cuda import emulate_if_no_gpu  # noqa: E402
+from backends.cuda import softmax as cuda_softmax  # noqa: E402
+from spec.attention import softmax as spec_softmax  # noqa: E402
+from spec.tolerance import compare, oracle_dtype  # noqa: E402
+
+engine = emulate_if_no_gpu()
+x_TS = (4 * rng.standard_normal((16, 300))).astype(np.float32)
+x_TS[:, ::7] = -np.inf
+x_TS[3] = -np.inf  # a row with nothing visible: p = 0, lse = -inf
+oracle = spec_softmax.softmax(x_TS.astype(oracle_dtype(np.float32)))
+baseline = spec_softmax.softmax(x_TS)
+print(f"engine: {engine}")
+for version in cuda_softmax.VERSIONS:
+    out = cuda_softmax.softmax(x_TS, version=version)
+    for name, o, w, b in zip(("p", "lse"), out, oracle, baseline):
+        report = compare(o, w, b)
+        print(f"  {version} {name:>3}: max err {report.err:.1e} (bound {report.bound:.1e})")
+        assert report.ok
+    assert (out.lse_T[3] == -np.inf) and (out.p_TS[3] == 0).all()
+
+# %% [markdown]
 # ## 5. Tiling independence, checked live
 #
 # The rescaling makes the result independent of how the keys are cut into tiles, and

@@ -1,4 +1,4 @@
-"""Shared test configuration: hypothesis profiles and the gpu marker.
+"""Shared test configuration: hypothesis profiles, the gpu marker, the CUDA engine.
 
 Under CI (CI=true) Hypothesis loads its built-in ``ci`` profile by itself
 (derandomized, no deadline); we do not redefine that name. Elsewhere the ``dev``
@@ -26,6 +26,13 @@ def _gpu_count() -> int:
         return int(cupy.cuda.runtime.getDeviceCount())
     except Exception:  # no CuPy, no driver or no device: all mean "no GPU here"
         return 0
+
+
+def pytest_configure(config):
+    """Where there is no GPU, CUDA backends run on the CPU emulator (an explicit choice:
+    backends.cuda never falls back by itself). A setting made outside is kept."""
+    if "ATTNSPEC_CUDA" not in os.environ and _gpu_count() == 0:
+        os.environ["ATTNSPEC_CUDA"] = "emulator"
 
 
 def pytest_addoption(parser):

@@ -140,3 +140,68 @@ def with_edge_examples(test):
     for p in EDGE_PROBLEMS:
         test = example(problem=p)(test)
     return test
+
+
+# ---------------------------------------------------------------- row softmax
+
+SOFTMAX_REGIMES = ("normal", "masked", "empty_rows", "nan_row")
+
+
+@dataclass(frozen=True)
+class SoftmaxProblem:
+    """One score matrix x_TS for the row softmax: shape, regime, size of scores, seed."""
+
+    T: int
+    S: int
+    regime: str = "normal"
+    """normal | masked (30% -inf) | empty_rows (at least one row all -inf) | nan_row (one NaN)."""
+    logit: float = 4.0
+    """Standard deviation of the scores (1e4 tests overflow; capped to float16's range)."""
+    seed: int = 0
+
+    def x(self, dtype) -> np.ndarray:
+        rng = np.random.default_rng(self.seed)
+        x = np.clip(rng.standard_normal((self.T, self.S)) * self.logit, -6e4, 6e4)
+        if self.regime == "masked":
+            x[rng.random((self.T, self.S)) < 0.3] = -np.inf
+        elif self.regime == "empty_rows":
+            empty = rng.random(self.T) < 0.5
+            empty[rng.integers(self.T)] = True
+            x[empty] = -np.inf
+        elif self.regime == "nan_row":
+            x[rng.integers(self.T), rng.integers(self.S)] = np.nan
+        return x.astype(dtype)
+
+
+# Row lengths around a warp (32) and a v2 block (128 threads), where strided loops and
+# merges go wrong; row counts around v1's 4 rows per block.
+_SOFTMAX_S_EDGES = (1, 2, 31, 32, 33, 63, 64, 65, 127, 128, 129, 255, 257)
+_SOFTMAX_T_EDGES = (1, 2, 3, 4, 5, 8, 9)
+
+
+@st.composite
+def softmax_problems(draw, *, max_t: int = 12, max_s: int = 300) -> SoftmaxProblem:
+    return SoftmaxProblem(
+        T=draw(st.one_of(st.sampled_from(_SOFTMAX_T_EDGES), st.integers(1, max_t))),
+        S=draw(st.one_of(st.sampled_from(_SOFTMAX_S_EDGES), st.integers(1, max_s))),
+        regime=draw(st.sampled_from(SOFTMAX_REGIMES)),
+        logit=draw(st.sampled_from([1.0, 4.0, 4.0, 30.0, 1e4])),
+        seed=draw(st.integers(0, 2**32 - 1)),
+    )
+
+
+SOFTMAX_EDGE_PROBLEMS = (
+    SoftmaxProblem(T=1, S=1),
+    SoftmaxProblem(T=1, S=1, regime="empty_rows"),
+    SoftmaxProblem(T=5, S=33, regime="empty_rows", seed=2),
+    SoftmaxProblem(T=3, S=129, regime="nan_row"),
+    SoftmaxProblem(T=4, S=200, logit=1e4),
+    SoftmaxProblem(T=9, S=257, regime="masked", logit=30.0),
+)
+
+
+def with_softmax_edge_examples(test):
+    """Pin every problem of SOFTMAX_EDGE_PROBLEMS on a hypothesis test taking ``problem``."""
+    for p in SOFTMAX_EDGE_PROBLEMS:
+        test = example(problem=p)(test)
+    return test

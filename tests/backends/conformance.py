@@ -1,8 +1,8 @@
 """The conformance checks of the attention ops, as plain functions.
 
-The pytest suite (``test_attention_conformance.py``) runs them on every registered
-backend over hypothesis-drawn problems; the lessons' ``check()`` runs the very same
-functions on a learner's implementation.
+The pytest suites (``test_attention_conformance.py``, ``test_softmax_conformance.py``)
+run them on every registered backend over hypothesis-drawn problems; the lessons'
+``check()`` runs the very same functions on a learner's implementation.
 
 For a working dtype ``dtype`` (see :mod:`spec.tolerance`):
     oracle    = the oracle (spec.attention.naive; the float64-validated tiled backward)
@@ -23,9 +23,10 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from spec.attention.naive import attention, causal_visible_TS
+from spec.attention.softmax import softmax
 from spec.attention.tiled import flash_backward, flash_forward
 from spec.tolerance import assert_close, oracle_dtype
-from tests.strategies import AttentionProblem
+from tests.strategies import AttentionProblem, SoftmaxProblem
 
 REORDERINGS = 16
 
@@ -155,3 +156,23 @@ def check_backward(
         baselines.append(r.undo_grads(*run(flash_forward, spec_fn, r.apply(x))))
     out = run(forward_fn, fn, x)
     _assert_all(("dq_BHTD", "dk_BGSD", "dv_BGSE"), out, oracle, baselines, dtype, problem)
+
+
+def check_softmax(fn: Callable, problem: SoftmaxProblem, dtype, *, spec_fn=softmax) -> None:
+    """``fn`` (softmax's signature) agrees with the oracle on ``problem``.
+
+    The softmax is exactly equivariant under permuting rows and columns, so the
+    baselines are the spec on REORDERINGS permuted copies as well, as for attention.
+    """
+    dtype = np.dtype(dtype)
+    x = problem.x(dtype)
+    oracle = softmax(x.astype(oracle_dtype(dtype)))
+    baselines = [spec_fn(x)]
+    rng = np.random.default_rng(problem.seed ^ 0x5EED)
+    for _ in range(REORDERINGS):
+        t, s = rng.permutation(problem.T), rng.permutation(problem.S)
+        p, lse = spec_fn(x[t][:, s])
+        t_inv = np.argsort(t)
+        baselines.append((p[t_inv][:, np.argsort(s)], lse[t_inv]))
+    out = fn(x)
+    _assert_all(("p_TS", "lse_T"), out, oracle, baselines, dtype, problem)
