@@ -9,6 +9,7 @@ whole suite stays within CI's time budget.
 
 from __future__ import annotations
 
+import functools
 import os
 
 import pytest
@@ -19,6 +20,7 @@ if not os.environ.get("CI"):
     settings.load_profile("dev")
 
 
+@functools.cache
 def _gpu_count() -> int:
     try:
         import cupy

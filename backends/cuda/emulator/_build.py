@@ -51,6 +51,10 @@ BASE_FLAGS = (
     # which CUDA allows and strict aliasing would let g++ miscompile.
     "-fno-strict-aliasing",
     "-Wno-unknown-pragmas",  # #pragma unroll
+    # Large frames (local arrays) probe every page they allocate, so a fiber whose stack
+    # overflows always hits its guard page (a KernelError) instead of jumping past it
+    # into a neighbour's stack.
+    "-fstack-clash-protection",
 ) + (
     # `__shared__` is thread_local; in a dlopen'ed module each function finds its TLS block
     # through a call after every barrier. TLS descriptors make that call cheaper than

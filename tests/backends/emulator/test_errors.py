@@ -3,6 +3,8 @@ the .cu line (found here by its marker comment, never hard-coded), block and thr
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -172,3 +174,55 @@ def test_errors_are_the_same_under_a_seeded_schedule():
     with pytest.raises(KernelError) as info:
         run(seeded, "different_barriers")
     assert info.value.kind == "different barriers"
+
+
+_DEEP = r"""
+extern "C" __global__ void deep(float* out, int n) {
+    volatile float big[32768];  // 128 KiB of locals: more than the default 64 KiB stack
+    for (int i = 0; i < n; ++i) big[(i * 7919) % 32768] = i;
+    out[blockIdx.x * blockDim.x + threadIdx.x] = big[threadIdx.x];
+}
+extern "C" __global__ void shallow(float* out) { out[threadIdx.x] = 1.0f; }
+"""
+
+# Run in a child process: were the overflow to crash the process, it must not take the
+# test session with it.
+_OVERFLOW_SCRIPT = f"""
+import re
+
+import numpy as np
+from backends.cuda.emulator import KernelError, RawModule
+module = RawModule(code={_DEEP!r}, source_name="deep.cu")
+out = np.zeros(128, np.float32)
+try:
+    module.get_function("deep")((4,), (32,), (out, np.int32(40000)))
+    print("ran", out[33])
+except KernelError as err:
+    print("error", err.kind, err.block, err.thread, "|", err)
+module.get_function("shallow")((1,), (32,), (out,))  # the process and its workers go on
+print("alive", out[0])
+"""
+
+
+@pytest.mark.parametrize("stack_kb, expect", [
+    ("64", r"error stack overflow \(0, 0, 0\) \(0, 0, 0\) \| stack overflow in kernel deep: "
+           r"thread \(0,0,0\) of block \(0,0,0\) overflowed its 64 KiB stack .* set "
+           r"ATTNSPEC_EMULATOR_STACK_KB higher"),
+    # with room enough it runs: thread 1 of block 1 reads big[1], last written by this i
+    ("256", rf"ran {max(i for i in range(40000) if i * 7919 % 32768 == 1)}\.0"),
+])
+def test_stack_overflow_is_a_kernel_error_not_a_crash(stack_kb, expect, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    env = {**os.environ, "ATTNSPEC_EMULATOR_STACK_KB": stack_kb,
+           "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    done = subprocess.run([sys.executable, "-X", "faulthandler", "-c", _OVERFLOW_SCRIPT],
+                          env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    first, last = done.stdout.strip().splitlines()
+    assert re.fullmatch(expect, first), first
+    assert last == "alive 1.0"

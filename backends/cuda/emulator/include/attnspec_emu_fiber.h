@@ -157,6 +157,12 @@ struct StackArena {
 
     char* stack(unsigned i) const { return base + i * slot + (slot - stack_bytes); }
 
+    // True when p lies in one of the guard pages (where an overflowing stack faults).
+    bool is_guard(const char* p) const {
+        if (base == nullptr || p < base || p >= base + mapped) return false;
+        return static_cast<std::size_t>(p - base) % slot < slot - stack_bytes;
+    }
+
     // True when the arena holds at least `n` stacks of `bytes` (rounded up to pages).
     bool reserve(unsigned n, std::size_t bytes) {
         const std::size_t page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));

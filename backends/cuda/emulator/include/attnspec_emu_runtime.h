@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <pthread.h>
+#include <signal.h>
 
 #include "attnspec_emu_fiber.h"
 
@@ -112,6 +113,8 @@ struct Worker {
     unsigned at_block_barrier = 0;  // fibers waiting at a block barrier
     unsigned at_warp = 0;           // fibers waiting at a warp collective
     bool aborted = false;           // a fiber reported an error during this pass
+    char* altstack = nullptr;       // where the SIGSEGV handler runs (see on_segv)
+    std::size_t altstack_bytes = 0;
     std::uint64_t rng = 0;
 };
 
@@ -166,6 +169,56 @@ __attribute__((format(printf, 7, 8))) inline void report(
     current_fiber = nullptr;
     switch_context(&f->ctx, &w->scheduler);
     __builtin_unreachable();
+}
+
+// ------------------------------------------------------------------ stack overflow
+//
+// A fiber that overflows its stack touches the guard page below it (g++'s
+// -fstack-clash-protection probes every page of a large frame, so no frame jumps over
+// the guard into a neighbour's stack). The SIGSEGV handler, which runs on the worker's
+// alternate signal stack, turns that fault into a KernelError: it records the error and
+// switches to the worker's scheduler for good, abandoning the fiber as fail() does
+// (SA_NODEFER leaves SIGSEGV unblocked after that jump). Any other fault is not ours:
+// the handler reinstalls the previous action and returns, so the fault repeats and
+// reaches the previous handler (Python's faulthandler, or the default core dump).
+
+inline pthread_mutex_t segv_lock = PTHREAD_MUTEX_INITIALIZER;
+inline int segv_users = 0;  // launches running now; the handler is installed while > 0
+inline struct sigaction previous_segv;
+
+inline void on_segv(int, siginfo_t* info, void*) {
+    Fiber* f = current_fiber;
+    if (f != nullptr && f->worker->stacks.is_guard(static_cast<const char*>(info->si_addr))) {
+        Worker* w = f->worker;
+        report(w->launch, "stack overflow", nullptr, 0, w->block_idx, f->thread_idx,
+               "thread (%u,%u,%u) of block (%u,%u,%u) overflowed its %zu KiB stack (large "
+               "local arrays or deep recursion); set ATTNSPEC_EMULATOR_STACK_KB higher",
+               f->thread_idx.x, f->thread_idx.y, f->thread_idx.z, w->block_idx.x,
+               w->block_idx.y, w->block_idx.z, w->stacks.stack_bytes / 1024);
+        w->aborted = true;
+        current_fiber = nullptr;
+        Context abandoned;  // the handler's frame is never resumed
+        switch_context(&abandoned, &w->scheduler);
+    }
+    sigaction(SIGSEGV, &previous_segv, nullptr);
+}
+
+inline void install_segv_handler() {
+    pthread_mutex_lock(&segv_lock);
+    if (segv_users++ == 0) {
+        struct sigaction action {};
+        action.sa_sigaction = &on_segv;
+        action.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;
+        sigemptyset(&action.sa_mask);
+        sigaction(SIGSEGV, &action, &previous_segv);
+    }
+    pthread_mutex_unlock(&segv_lock);
+}
+
+inline void remove_segv_handler() {
+    pthread_mutex_lock(&segv_lock);
+    if (--segv_users == 0) sigaction(SIGSEGV, &previous_segv, nullptr);
+    pthread_mutex_unlock(&segv_lock);
 }
 
 // ------------------------------------------------------------------ scheduling
@@ -517,6 +570,16 @@ inline bool prepare_worker(Worker* w, Launch* L) {
                "could not map %u fiber stacks of %zu bytes", L->nthreads, L->stack_bytes);
         return false;
     }
+    if (w->altstack == nullptr) {
+        const long minimum = sysconf(_SC_SIGSTKSZ);
+        w->altstack_bytes = minimum > 65536 ? static_cast<std::size_t>(minimum) : 65536;
+        w->altstack = static_cast<char*>(std::malloc(w->altstack_bytes));
+        if (w->altstack == nullptr) {
+            report(L, "out of memory", nullptr, 0, uint3{0, 0, 0}, uint3{0, 0, 0},
+                   "could not allocate a signal stack of %zu bytes", w->altstack_bytes);
+            return false;
+        }
+    }
     if (w->dynamic_capacity < L->shared_mem || w->dynamic_shared == nullptr) {
         std::free(w->dynamic_shared);
         std::size_t bytes = (L->shared_mem + 127) / 128 * 128;
@@ -536,11 +599,18 @@ inline void* run_worker(void* arg) {
     auto* L = static_cast<Launch*>(arg);
     Worker* w = take_worker();
     if (prepare_worker(w, L)) {
+        // The overflow handler needs a stack of its own; the thread's previous one (the
+        // calling thread may have Python's faulthandler's) comes back afterwards.
+        stack_t alt{}, previous_alt{};
+        alt.ss_sp = w->altstack;
+        alt.ss_size = w->altstack_bytes;
+        sigaltstack(&alt, &previous_alt);
         while (!__atomic_load_n(&L->failed, __ATOMIC_ACQUIRE)) {
             unsigned long long i = __atomic_fetch_add(&L->next, 1, __ATOMIC_RELAXED);
             if (i >= L->nblocks) break;
             run_block(w, L->order ? L->order[i] : i);
         }
+        sigaltstack(&previous_alt, nullptr);
     }
     w->launch = nullptr;
     return_worker(w);
@@ -583,11 +653,13 @@ inline int launch(void (*invoke)(void**), const unsigned* dims, unsigned long lo
     if (n > kMaxThreads + 1) n = kMaxThreads + 1;
     pthread_t threads[kMaxThreads];
     unsigned started = 0;
+    install_segv_handler();
     for (unsigned long long t = 1; t < n; ++t) {
         if (pthread_create(&threads[started], nullptr, &run_worker, &L) == 0) ++started;
     }
     run_worker(&L);
     for (unsigned t = 0; t < started; ++t) pthread_join(threads[t], nullptr);
+    remove_segv_handler();
     std::free(L.order);
     std::fflush(stdout);  // kernel printf output appears before Python prints again
     return L.failed ? 1 : 0;
