@@ -218,7 +218,7 @@ print("alive", out[0])
             r"ATTNSPEC_EMULATOR_STACK_KB higher")),
     # with room enough it runs: thread 1 of block 1 reads big[1], last written by this i
     ("256", rf"ran {max(i for i in range(40000) if i * 7919 % 32768 == 1)}\.0"),
-])
+], ids=["64KiB-overflows", "256KiB-runs"])
 def test_stack_overflow_is_a_kernel_error_not_a_crash(stack_kb, expect, tmp_path):
     root = Path(__file__).resolve().parents[3]
     env = {**os.environ, "ATTNSPEC_EMULATOR_STACK_KB": stack_kb,
