@@ -96,3 +96,14 @@ def test_cupy_arrays_stay_on_the_device(entry, monkeypatch):
     want_p, want_lse = entry.load_spec()(x.get())
     np.testing.assert_allclose(p.get(), want_p, rtol=1e-5)
     np.testing.assert_allclose(lse.get(), want_lse, rtol=1e-5)
+
+
+def test_launcher_main_validates_every_version_and_dtype(capsys):
+    """``python -m backends.cuda.softmax``: on the emulator it validates, and skips timing."""
+    from backends.cuda import softmax as launcher
+
+    assert launcher.main([]) == 0
+    out = capsys.readouterr().out
+    for version, dtype in launcher.KERNELS:
+        assert any(line.split()[:2] == [version, dtype.name] for line in out.splitlines()), out
+    assert "FAILED" not in out
