@@ -1,4 +1,5 @@
-// Row softmax and log-sum-exp of a score matrix, mirroring spec.attention.softmax.softmax:
+// Row softmax and log-sum-exp of a score matrix.
+// Mirrors spec.attention.softmax.softmax:
 //     x_TS -> p_TS = exp(x - m) / l,  lse_T = m + log l,  m = rowmax x,  l = Σ exp(x - m).
 // The running (m, l) pair is the online normaliser of Milakov & Gimelshein (2018),
 // merged across threads as FlashAttention merges it across key tiles.
