@@ -9,32 +9,23 @@ whole suite stays within CI's time budget.
 
 from __future__ import annotations
 
-import functools
 import os
 
 import pytest
 from hypothesis import settings
+
+from backends.cuda._launch import ENV_VAR, gpu_unusable_reason
 
 if not os.environ.get("CI"):
     settings.register_profile("dev", deadline=None)
     settings.load_profile("dev")
 
 
-@functools.cache
-def _gpu_count() -> int:
-    try:
-        import cupy
-
-        return int(cupy.cuda.runtime.getDeviceCount())
-    except Exception:  # no CuPy, no driver or no device: all mean "no GPU here"
-        return 0
-
-
 def pytest_configure(config):
     """Where there is no GPU, CUDA backends run on the CPU emulator (an explicit choice:
     backends.cuda never falls back by itself). A setting made outside is kept."""
-    if "ATTNSPEC_CUDA" not in os.environ and _gpu_count() == 0:
-        os.environ["ATTNSPEC_CUDA"] = "emulator"
+    if ENV_VAR not in os.environ and gpu_unusable_reason() is not None:
+        os.environ[ENV_VAR] = "emulator"
 
 
 def pytest_addoption(parser):
@@ -62,8 +53,9 @@ def pytest_collection_modifyitems(config, items):
     if backend is not None:
         _keep_backend(items, backend, config)
     gpu_items = [item for item in items if "gpu" in item.keywords]
-    if not gpu_items or _gpu_count() > 0:
+    reason = gpu_unusable_reason()
+    if not gpu_items or reason is None:
         return
-    skip = pytest.mark.skip(reason="needs a CUDA device (CuPy found none)")
+    skip = pytest.mark.skip(reason=f"needs a CUDA device ({reason})")
     for item in gpu_items:
         item.add_marker(skip)

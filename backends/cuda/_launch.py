@@ -92,8 +92,6 @@ class KernelConfig:
     """File name of the ``.cu`` source under ``backends/cuda``."""
     kernel: str
     """The ``extern "C"`` kernel's name."""
-    version: str
-    """The family's version name (``"v1"`` ...)."""
     defines: tuple[tuple[str, str], ...]
     """``-D`` macros, in order."""
     threads: int
@@ -116,6 +114,7 @@ def read_source(name: str) -> str:
     return (Path(__file__).parent / name).read_text()
 
 
+@functools.cache
 def cuda_include_dir() -> str | None:
     """CUDA's headers (cuda_fp16.h ...) from the ``nvidia-cuda-runtime`` wheel, if any.
 

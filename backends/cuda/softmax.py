@@ -49,8 +49,8 @@ def _config(version: str, dtype: np.dtype) -> KernelConfig:
     defines = (("SCALAR", scalar), ("ACC", acc),
                ("WARPS", str(WARPS_V1)), ("THREADS", str(THREADS_V2)))
     if version == "v1":
-        return KernelConfig(SOURCE, "softmax_v1", "v1", defines, threads=32 * WARPS_V1)
-    return KernelConfig(SOURCE, "softmax_v2", "v2", defines, threads=THREADS_V2,
+        return KernelConfig(SOURCE, "softmax_v1", defines, threads=32 * WARPS_V1)
+    return KernelConfig(SOURCE, "softmax_v2", defines, threads=THREADS_V2,
                         dynamic_smem=THREADS_V2 // 32 * _row_stats_bytes(acc))
 
 

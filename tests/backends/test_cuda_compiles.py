@@ -64,7 +64,7 @@ extern "C" __global__ void tiled(float* y) {
 
 
 def _config(kernel: str, threads: int, dynamic_smem: int = 0) -> KernelConfig:
-    return KernelConfig("test.cu", kernel, "v1", (), threads=threads, dynamic_smem=dynamic_smem)
+    return KernelConfig("test.cu", kernel, (), threads=threads, dynamic_smem=dynamic_smem)
 
 
 def test_gate_reports_spills():
