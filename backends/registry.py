@@ -39,6 +39,8 @@ class Entry:
     """``"module:function"`` of the spec function it mirrors (same signature)."""
     dtypes: tuple[np.dtype, ...]
     """Input dtypes it accepts; others raise TypeError."""
+    gpu_only: bool = False
+    """Runs only on a GPU (tensor cores): the emulator cannot run it, so its tests need one."""
 
     def load(self) -> Callable:
         """The implementation; for a versioned kernel, with ``version=`` bound."""
@@ -81,6 +83,15 @@ _ENTRIES: tuple[Entry, ...] = (
               _SOFTMAX_SPEC, (F16, F32, F64))
         for version in ("v1", "v2")
     ),
+    *(
+        Entry("attention.flash_forward", "cuda", version, "backends.cuda.attention:flash_forward",
+              _FWD_SPEC, (F32,))
+        for version in ("v1", "v2", "v3")
+    ),
+    Entry("attention.flash_forward", "cuda", "tc", "backends.cuda.attention_tc:flash_forward",
+          _FWD_SPEC, (F16,), gpu_only=True),
+    Entry("attention.flash_backward", "cuda", None,
+          "backends.cuda.attention_backward:flash_backward", _BWD_SPEC, (F32,)),
 )
 
 
@@ -124,3 +135,16 @@ def entry(op: str, backend: str, version: str | None = None) -> Entry:
 def get(op: str, backend: str, version: str | None = None) -> Callable:
     """The implementation of ``op`` on ``backend`` (imported, and so compiled, on first use)."""
     return entry(op, backend, version).load()
+
+
+def get_default(op: str, backend: str) -> Callable:
+    """The implementation of ``op`` on ``backend`` with its own default version.
+
+    Where a backend has versions, this is the function without ``version=`` bound
+    (it picks its default kernel); entries that need a GPU are not considered.
+    """
+    found = [e for e in entries(op, backend) if not e.gpu_only]
+    if not found:
+        raise KeyError(f"no implementation of op {op!r} on backend {backend!r} runs without a GPU")
+    return _import(found[0].target)
+

@@ -32,6 +32,8 @@ ENV_VAR = "ATTNSPEC_CUDA"
 
 # -std for both compilers; the emulator reads it as g++'s default C++20 (a superset).
 CXX_STANDARD = "-std=c++17"
+FMAD = "--fmad=false"
+CUDA_DIR = Path(__file__).parent
 
 
 class CudaUnavailableError(RuntimeError):
@@ -105,13 +107,19 @@ class KernelConfig:
         return f"{self.source}:{self.kernel} [{macros}]"
 
     def options(self) -> tuple[str, ...]:
-        """Compiler options common to NVRTC (CuPy, compile gate) and the emulator."""
-        return (CXX_STANDARD, *(f"-D{k}={v}" for k, v in self.defines))
+        """Compiler options common to NVRTC (CuPy, compile gate) and the emulator.
+
+        ``--fmad=false``: the GPU rounds ``a * b + c`` twice, as g++ does for the
+        emulator (no FMA contraction without ``-march``), so that both engines round
+        alike and a kernel fuses only where its source writes ``fmaf``. ``-I`` names
+        this folder, for headers the kernel families share (``attention_common.cuh``).
+        """
+        return (CXX_STANDARD, FMAD, f"-I{CUDA_DIR}", *(f"-D{k}={v}" for k, v in self.defines))
 
 
 def read_source(name: str) -> str:
     """The text of ``backends/cuda/<name>``."""
-    return (Path(__file__).parent / name).read_text()
+    return (CUDA_DIR / name).read_text()
 
 
 @functools.cache
@@ -171,7 +179,8 @@ def shape_proxy(x) -> np.ndarray:
     The spec's layout checks (type, ndim, dtype, shape) then run unchanged on
     arrays that live on the GPU, and raise the spec's own messages.
     """
-    return np.broadcast_to(np.empty((), dtype=x.dtype), x.shape)
+    # zeros, not empty: value checks (NaN, +inf) run on the proxy must find nothing
+    return np.broadcast_to(np.zeros((), dtype=x.dtype), x.shape)
 
 
 class Arrays:

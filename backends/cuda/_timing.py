@@ -77,3 +77,33 @@ def rates(ms: float, nbytes: int, flops: int, dtype: np.dtype) -> str:
         flop_part += f" ({100 * tfs / flop_peak:.1f}% of FP32 peak)"
     return (f"{ms:.3f} ms  {gbs / 1e9:.0f} GB/s ({100 * gbs / bandwidth:.0f}% of "
             f"{bandwidth / 1e9:.0f})  {flop_part}  [{nbytes} B, {flops} FLOP]")
+
+
+def torch_sdpa_ms(B: int, H: int, T: int, D: int, causal: bool, dtype: str) -> float | None:
+    """Median ms of PyTorch's scaled_dot_product_attention on this GPU (B, H, T=S, D=E),
+    or None where PyTorch with CUDA is not installed: the anchor of the kernels' timings.
+
+    With T = S, PyTorch's causal mask (top-left) is the spec's (bottom-right).
+    """
+    try:
+        import torch
+    except ImportError:
+        return None
+    if not torch.cuda.is_available():
+        return None
+    dt = getattr(torch, dtype)
+    q, k, v = (torch.randn(B, H, T, D, device="cuda", dtype=dt) for _ in range(3))
+
+    def call():
+        torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
+
+    call()
+    times = []
+    for _ in range(5):
+        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        call()
+        stop.record()
+        stop.synchronize()
+        times.append(start.elapsed_time(stop))
+    return statistics.median(times)

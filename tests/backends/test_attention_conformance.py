@@ -11,19 +11,34 @@ from tests.backends.conformance import check_backward, check_forward
 from tests.strategies import AttentionProblem, attention_problems, with_edge_examples
 
 
+def _marks(entry: registry.Entry):
+    """Entries that only a GPU can run (tensor cores) carry the gpu marker."""
+    return (pytest.mark.gpu,) if entry.gpu_only else ()
+
+
 def _cases(op: str):
     """(entry, dtype) for every non-spec implementation of ``op`` and each dtype it takes."""
     return [
-        pytest.param(e, dt, id=f"{e.name}-{dt}")
+        pytest.param(e, dt, id=f"{e.name}-{dt}", marks=_marks(e))
         for e in registry.entries(op)
         if e.backend != "spec"
         for dt in e.dtypes
     ]
 
 
+def _entries(op: str):
+    return [pytest.param(e, id=e.name, marks=_marks(e)) for e in registry.entries(op)]
+
+
 def _forward_of(entry: registry.Entry):
-    """The forward of the same backend and version: a backward is fed its own forward's o, lse."""
-    return registry.get("attention.flash_forward", entry.backend, entry.version)
+    """The forward of the same backend: a backward is fed its own forward's o, lse.
+
+    The same version where the backward has versions; else the backend's default
+    forward (the function itself, without ``version=``).
+    """
+    if entry.version is not None:
+        return registry.get("attention.flash_forward", entry.backend, entry.version)
+    return registry.get_default("attention.flash_forward", entry.backend)
 
 
 @pytest.mark.parametrize("entry, dtype", _cases("attention.flash_forward"))
@@ -57,7 +72,7 @@ def test_backward_at_a_realistic_size(entry, dtype):
     check_backward(entry.load(), p, dtype, forward_fn=_forward_of(entry), spec_fn=entry.load_spec())
 
 
-@pytest.mark.parametrize("entry", registry.entries("attention.flash_forward"), ids=lambda e: e.name)
+@pytest.mark.parametrize("entry", _entries("attention.flash_forward"))
 def test_nan_in_a_query_propagates_to_its_row_only(entry):
     rng = np.random.default_rng(4)
     dtype = entry.dtypes[-1]

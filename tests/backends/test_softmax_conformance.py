@@ -107,3 +107,17 @@ def test_launcher_main_validates_every_version_and_dtype(capsys):
     for version, dtype in launcher.KERNELS:
         assert any(line.split()[:2] == [version, dtype.name] for line in out.splitlines()), out
     assert "FAILED" not in out
+
+
+def test_launcher_main_sanitize_validates_at_a_small_size_without_timing(capsys):
+    """``--sanitize`` (what scripts/gpu-check runs under compute-sanitizer): every version
+    is validated at T=64, S=300 whatever --T/--S say, and nothing is timed."""
+    from backends.cuda import softmax as launcher
+
+    assert launcher.main(["--sanitize", "--T", "4096", "--S", "4096"]) == 0
+    out = capsys.readouterr().out
+    assert "T=64 S=300" in out.splitlines()[0], out
+    for version, dtype in launcher.KERNELS:
+        assert any(line.split()[:2] == [version, dtype.name] for line in out.splitlines()), out
+    assert "FAILED" not in out
+    assert " ms " not in out and "GB/s" not in out and "timing" not in out, out

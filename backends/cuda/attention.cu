@@ -1,0 +1,366 @@
+// FlashAttention forward, float32, SIMT (no tensor cores): three versions of one algorithm.
+// Mirrors spec.attention.tiled.flash_forward:
+//     q_BHTD, k_BGSD, v_BGSE -> o_BHTE = softmax(scale · q kᵀ + bias, masked) v,  lse_BHT
+// computed with the online softmax over key tiles (Dao, 2023, "FlashAttention-2",
+// Algorithm 1): per query row a running maximum m, denominator l and unnormalised
+// output Õ, rescaled by α = exp(m_old - m_new) whenever the maximum grows.
+//
+// Semantics are the spec's (attention_common.cuh): bottom-right causal alignment, GQA/MQA
+// (query head h reads key/value head h / (H/G)), a broadcastable additive bias and boolean
+// mask addressed through strides, NaN propagation, and o = 0, lse = -inf for a row with no
+// visible key. Key tiles past the causal diagonal of a block's last row are skipped.
+//
+// Versions (grid: (query-row blocks, H, B))
+//   attention_forward_v1  the direct port: one thread per query row, ROWS_V1 per block.
+//                         q, k and v are read from global memory (each thread reads every
+//                         key of its row: the k and v traffic is T·S·(D+E) loads, served
+//                         by the caches); KEYS_V1 scores at a time in registers.
+//   attention_forward_v2  v1 with the block's ROWS_V2 query rows, and tiles of KEYS_V2
+//                         keys and values, in shared memory: every k and v element is read
+//                         from global memory once per block instead of once per row. Each
+//                         thread reads its own q row (padded by one float, so the 32 rows
+//                         a warp reads sit in 32 different banks) and the tile's k and v
+//                         (the same address for the whole warp: a broadcast).
+//   attention_forward_v3  a warp computes ROWS_PER_WARP_V3 rows at once over tiles of 32
+//                         keys, one key per lane: the score of lane j is q·k_j for each of
+//                         the warp's rows (q read as broadcast float4, k_j as float4 from
+//                         a row padded by 4 floats, conflict-free); the row maximum and
+//                         denominator are warp-shuffle reductions; P·V broadcasts p_j from
+//                         lane j by shuffle while each lane owns the output columns
+//                         e = lane + 32i. Tiles are loaded with float4 where D, E are
+//                         multiples of 4.
+// Every version moves at least q, k, v once and o once: 4·(B·H·T·D + 2·B·G·S·D + B·H·T·E)
+// bytes (+ 4·B·H·T for lse); FLOPs are 2·(visible pairs)·(D + E).
+//
+// Rounding: scores are sums of plain products in the order of d, P·V is an fmaf chain in
+// the order of the keys, and the rescaling is the spec's α·l + Σp and α·Õ + PV
+// (attention_common.cuh says why).
+//
+// Macros
+//   HEAD_DIM           compiled bound on D and E (32, 64 or 128): sizes register arrays
+//   ROWS_V1, KEYS_V1   v1: threads (= rows) per block, keys per step
+//   ROWS_V2, KEYS_V2   v2: threads (= rows) per block, keys per shared-memory tile
+//   WARPS_V3, ROWS_PER_WARP_V3   v3: warps per block, rows per warp (keys per tile: 32)
+#include "attention_common.cuh"
+
+#define KERNEL_PARAMS                                                                      \
+    const float* __restrict__ q_BHTD, const float* __restrict__ k_BGSD,                    \
+        const float* __restrict__ v_BGSE, float* __restrict__ o_BHTE,                      \
+        float* __restrict__ lse_BHT, int H, int G, int T, int S, int D, int E, SCORE_RULE_PARAMS
+
+#define E_CHUNKS (HEAD_DIM / 32)  // v3: output columns per lane
+
+// The rows and keys of one (b, h) pair: the kernels' grid is (row blocks, H, B).
+struct Head {
+    int b, h;
+    long long q_row0;  // element offset of q[b, h, 0, 0] (and, times E/D, of o)
+    long long kv_row0; // element offset of k[b, g, 0, 0] / D (the key row index)
+
+    __device__ Head(int H, int G, int T, int S)
+        : b(blockIdx.z), h(blockIdx.y),
+          q_row0((long long)(blockIdx.z * H + blockIdx.y) * T),
+          kv_row0((long long)(blockIdx.z * G + blockIdx.y / (H / G)) * S) {}
+};
+
+// One online-softmax step of a row over one tile (spec: the body of the key-tile loop).
+// x holds the tile's scores, -inf where a key is not visible, and becomes P.
+// Returns α, the factor the caller rescales its accumulator with.
+template <int N>
+__device__ __forceinline__ float online_step(RowState& r, float (&x)[N], float tile_max) {
+    // m' = max(m, rowmax(S)),  α = exp(m - m'),  P = exp(S - m'),  l' = α l + rowsum(P)
+    const float m_new = nan_max(r.m, tile_max);
+    const float shift = safe_shift(m_new);
+    const float alpha = expf(r.m - shift);
+    float p_sum = 0.0f;
+#pragma unroll
+    for (int j = 0; j < N; ++j) {
+        x[j] = expf(x[j] - shift);  // a masked score is -inf: its P is 0
+        p_sum = p_sum + x[j];
+    }
+    r.l = alpha * r.l + p_sum;
+    r.m = m_new;
+    return alpha;
+}
+
+// ------------------------------------------------------------------------------ v1
+
+extern "C" __global__ void __launch_bounds__(ROWS_V1) attention_forward_v1(KERNEL_PARAMS) {
+    const ScoreRule rule = SCORE_RULE(T, S);
+    const Head hd(H, G, T, S);
+    const int t = blockIdx.x * ROWS_V1 + threadIdx.x;
+    if (t >= T) return;  // v1 has no barrier: a thread without a row just leaves
+    const float* q_D = q_BHTD + (hd.q_row0 + t) * D;
+    const float* k_SD = k_BGSD + hd.kv_row0 * D;
+    const float* v_SE = v_BGSE + hd.kv_row0 * E;
+
+    RowState r{neg_inf(), 0.0f};
+    float acc[HEAD_DIM];  // Õ, the unnormalised output row
+#pragma unroll
+    for (int e = 0; e < HEAD_DIM; ++e) acc[e] = 0.0f;
+
+    const int s_end = rule.key_end(t + 1);
+    for (int s0 = 0; s0 < s_end; s0 += KEYS_V1) {
+        const int n = min(KEYS_V1, s_end - s0);
+        float x[KEYS_V1];
+        float tile_max = neg_inf();
+#pragma unroll
+        for (int j = 0; j < KEYS_V1; ++j) {
+            x[j] = neg_inf();
+            if (j < n) {
+                // score = scale · q·k + bias, plain products summed in the order of d
+                const float* k_D = k_SD + (long long)(s0 + j) * D;
+                float dot = 0.0f;
+                for (int d = 0; d < D; ++d) dot = dot + __ldg(&q_D[d]) * __ldg(&k_D[d]);
+                bool visible;
+                const float score = rule.score(dot, hd.b, hd.h, t, s0 + j, visible);
+                if (visible) {
+                    x[j] = score;
+                    tile_max = nan_max(tile_max, score);
+                }
+            }
+        }
+        const float alpha = online_step(r, x, tile_max);
+        // Õ' = α Õ + P V
+#pragma unroll
+        for (int e = 0; e < HEAD_DIM; ++e) {
+            if (e < E) {
+                float pv = 0.0f;
+#pragma unroll
+                for (int j = 0; j < KEYS_V1; ++j)
+                    if (j < n) pv = fmaf(x[j], __ldg(&v_SE[(long long)(s0 + j) * E + e]), pv);
+                acc[e] = alpha * acc[e] + pv;
+            }
+        }
+    }
+    // o = Õ / l,  lse = m + log l
+    const float divisor = row_divisor(r);
+    float* o_E = o_BHTE + (hd.q_row0 + t) * E;
+#pragma unroll
+    for (int e = 0; e < HEAD_DIM; ++e)
+        if (e < E) o_E[e] = acc[e] / divisor;
+    lse_BHT[hd.q_row0 + t] = row_lse(r);
+}
+
+// ------------------------------------------------------------------------------ v2
+
+// rows x cols of a row-major source (row stride src_cols) into shared memory (row stride
+// dst_stride), zero past the valid rows; threads of the block share the copy.
+__device__ __forceinline__ void load_rows(float* dst, int dst_stride, const float* src,
+                                          int src_cols, int rows, int valid_rows, int tid,
+                                          int threads) {
+    for (int i = tid; i < rows * src_cols; i += threads) {
+        const int row = i / src_cols, col = i % src_cols;
+        dst[row * dst_stride + col] = row < valid_rows ? src[(long long)row * src_cols + col] : 0.0f;
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(ROWS_V2) attention_forward_v2(KERNEL_PARAMS) {
+    // q rows [ROWS_V2][HEAD_DIM + 1], then the K and V tiles [KEYS_V2][HEAD_DIM] each
+    extern __shared__ __align__(16) unsigned char shared_raw[];
+    float* q_s = reinterpret_cast<float*>(shared_raw);
+    float* k_s = q_s + ROWS_V2 * (HEAD_DIM + 1);
+    float* v_s = k_s + KEYS_V2 * HEAD_DIM;
+    const int q_stride = HEAD_DIM + 1;
+
+    const ScoreRule rule = SCORE_RULE(T, S);
+    const Head hd(H, G, T, S);
+    const int t0 = blockIdx.x * ROWS_V2, t = t0 + threadIdx.x;
+    const int t_end = min(t0 + ROWS_V2, T);
+    const bool has_row = t < T;  // threads without a row still load tiles and meet barriers
+
+    load_rows(q_s, q_stride, q_BHTD + (hd.q_row0 + t0) * D, D, ROWS_V2, t_end - t0,
+              threadIdx.x, ROWS_V2);
+    RowState r{neg_inf(), 0.0f};
+    float acc[HEAD_DIM];
+#pragma unroll
+    for (int e = 0; e < HEAD_DIM; ++e) acc[e] = 0.0f;
+
+    const float* q_D = q_s + threadIdx.x * q_stride;
+    const int s_end = rule.key_end(t_end);
+    for (int s0 = 0; s0 < s_end; s0 += KEYS_V2) {
+        const int n = min(KEYS_V2, s_end - s0);
+        __syncthreads();  // every thread is done with the previous tile (and q_s is written)
+        load_rows(k_s, HEAD_DIM, k_BGSD + (hd.kv_row0 + s0) * D, D, n, n, threadIdx.x, ROWS_V2);
+        load_rows(v_s, HEAD_DIM, v_BGSE + (hd.kv_row0 + s0) * E, E, n, n, threadIdx.x, ROWS_V2);
+        __syncthreads();
+        if (!has_row) continue;
+
+        float x[KEYS_V2];
+        float tile_max = neg_inf();
+#pragma unroll
+        for (int j = 0; j < KEYS_V2; ++j) {
+            x[j] = neg_inf();
+            if (j < n) {
+                const float* k_D = k_s + j * HEAD_DIM;
+                float dot = 0.0f;
+                for (int d = 0; d < D; ++d) dot = dot + q_D[d] * k_D[d];
+                bool visible;
+                const float score = rule.score(dot, hd.b, hd.h, t, s0 + j, visible);
+                if (visible) {
+                    x[j] = score;
+                    tile_max = nan_max(tile_max, score);
+                }
+            }
+        }
+        const float alpha = online_step(r, x, tile_max);
+#pragma unroll
+        for (int e = 0; e < HEAD_DIM; ++e) {
+            if (e < E) {
+                float pv = 0.0f;
+#pragma unroll
+                for (int j = 0; j < KEYS_V2; ++j)
+                    if (j < n) pv = fmaf(x[j], v_s[j * HEAD_DIM + e], pv);
+                acc[e] = alpha * acc[e] + pv;
+            }
+        }
+    }
+    if (!has_row) return;
+    const float divisor = row_divisor(r);
+    float* o_E = o_BHTE + (hd.q_row0 + t) * E;
+#pragma unroll
+    for (int e = 0; e < HEAD_DIM; ++e)
+        if (e < E) o_E[e] = acc[e] / divisor;
+    lse_BHT[hd.q_row0 + t] = row_lse(r);
+}
+
+// ------------------------------------------------------------------------------ v3
+
+#define ROWS_V3 (WARPS_V3 * ROWS_PER_WARP_V3)
+#define K_STRIDE_V3 (HEAD_DIM + 4)  // rows stay 16-byte aligned; 8 lanes float4-read 8 bank groups
+
+// As load_rows, but the first `cols` columns of each row (zero from `cols` up to `padded`,
+// a multiple of 4), with float4 loads when a row's elements are 16-byte aligned.
+__device__ __forceinline__ void load_rows4(float* dst, int dst_stride, const float* src,
+                                           int cols, int padded, int rows, int valid_rows,
+                                           int tid, int threads) {
+    const bool vec = cols % 4 == 0;  // then every row starts 16-byte aligned (cols·4 bytes)
+    for (int i = tid; i < rows * (padded / 4); i += threads) {
+        const int row = i / (padded / 4), col = 4 * (i % (padded / 4));
+        float4 value = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (row < valid_rows) {
+            const float* from = src + (long long)row * cols + col;
+            if (vec) {
+                value = __ldg(reinterpret_cast<const float4*>(from));
+            } else {
+                value.x = col < cols ? from[0] : 0.0f;
+                value.y = col + 1 < cols ? from[1] : 0.0f;
+                value.z = col + 2 < cols ? from[2] : 0.0f;
+                value.w = col + 3 < cols ? from[3] : 0.0f;
+            }
+        }
+        *reinterpret_cast<float4*>(dst + row * dst_stride + col) = value;
+    }
+}
+
+__device__ __forceinline__ float warp_max(float x) {
+    for (int offset = 16; offset > 0; offset >>= 1)
+        x = nan_max(x, __shfl_xor_sync(FULL_MASK, x, offset));
+    return x;
+}
+
+__device__ __forceinline__ float warp_sum(float x) {
+    for (int offset = 16; offset > 0; offset >>= 1) x = x + __shfl_xor_sync(FULL_MASK, x, offset);
+    return x;
+}
+
+extern "C" __global__ void __launch_bounds__(32 * WARPS_V3) attention_forward_v3(KERNEL_PARAMS) {
+    // q rows [ROWS_V3][HEAD_DIM], K tile [32][K_STRIDE_V3], V tile [32][HEAD_DIM]
+    extern __shared__ __align__(16) unsigned char shared_raw[];
+    float* q_s = reinterpret_cast<float*>(shared_raw);
+    float* k_s = q_s + ROWS_V3 * HEAD_DIM;
+    float* v_s = k_s + 32 * K_STRIDE_V3;
+
+    const ScoreRule rule = SCORE_RULE(T, S);
+    const Head hd(H, G, T, S);
+    const int lane = threadIdx.x, warp = threadIdx.y, tid = warp * 32 + lane;
+    const int threads = 32 * WARPS_V3;
+    const int t0 = blockIdx.x * ROWS_V3, t_end = min(t0 + ROWS_V3, T);
+    const int d_padded = (D + 3) & ~3, e_padded = (E + 3) & ~3;
+    const int row0 = warp * ROWS_PER_WARP_V3;  // the warp's first row within the block
+
+    load_rows4(q_s, HEAD_DIM, q_BHTD + (hd.q_row0 + t0) * D, D, d_padded, ROWS_V3, t_end - t0,
+               tid, threads);
+    RowState r[ROWS_PER_WARP_V3];
+    float acc[ROWS_PER_WARP_V3][E_CHUNKS];  // Õ[row][lane + 32i]
+#pragma unroll
+    for (int i = 0; i < ROWS_PER_WARP_V3; ++i) {
+        r[i] = RowState{neg_inf(), 0.0f};
+#pragma unroll
+        for (int c = 0; c < E_CHUNKS; ++c) acc[i][c] = 0.0f;
+    }
+
+    const int s_end = rule.key_end(t_end);
+    for (int s0 = 0; s0 < s_end; s0 += 32) {
+        const int n = min(32, s_end - s0);  // the same for the whole block: shuffles converge
+        __syncthreads();
+        load_rows4(k_s, K_STRIDE_V3, k_BGSD + (hd.kv_row0 + s0) * D, D, d_padded, 32, n, tid, threads);
+        load_rows4(v_s, HEAD_DIM, v_BGSE + (hd.kv_row0 + s0) * E, E, e_padded, 32, n, tid, threads);
+        __syncthreads();
+
+        // lane j: q·k_j for each of the warp's rows, in the order of d (padding adds +0)
+        float x[ROWS_PER_WARP_V3];
+#pragma unroll
+        for (int i = 0; i < ROWS_PER_WARP_V3; ++i) x[i] = 0.0f;
+        const float* k_D = k_s + lane * K_STRIDE_V3;
+        for (int d = 0; d < d_padded; d += 4) {
+            const float4 k4 = *reinterpret_cast<const float4*>(k_D + d);
+#pragma unroll
+            for (int i = 0; i < ROWS_PER_WARP_V3; ++i) {
+                const float4 q4 = *reinterpret_cast<const float4*>(q_s + (row0 + i) * HEAD_DIM + d);
+                x[i] = x[i] + q4.x * k4.x;
+                x[i] = x[i] + q4.y * k4.y;
+                x[i] = x[i] + q4.z * k4.z;
+                x[i] = x[i] + q4.w * k4.w;
+            }
+        }
+        float alpha[ROWS_PER_WARP_V3], p[ROWS_PER_WARP_V3];
+#pragma unroll
+        for (int i = 0; i < ROWS_PER_WARP_V3; ++i) {
+            const int t = t0 + row0 + i;
+            bool visible = false;
+            float score = neg_inf();
+            if (lane < n && t < T) score = rule.score(x[i], hd.b, hd.h, t, s0 + lane, visible);
+            score = visible ? score : neg_inf();
+            // m' = max(m, rowmax(S)),  α = exp(m - m'),  P = exp(S - m'),  l' = α l + rowsum(P)
+            const float m_new = nan_max(r[i].m, warp_max(score));
+            const float shift = safe_shift(m_new);
+            alpha[i] = expf(r[i].m - shift);
+            p[i] = expf(score - shift);
+            r[i].l = alpha[i] * r[i].l + warp_sum(p[i]);
+            r[i].m = m_new;
+        }
+        // Õ' = α Õ + P V: p_j comes from lane j, v_j[e] from shared memory
+        float pv[ROWS_PER_WARP_V3][E_CHUNKS];
+#pragma unroll
+        for (int i = 0; i < ROWS_PER_WARP_V3; ++i)
+#pragma unroll
+            for (int c = 0; c < E_CHUNKS; ++c) pv[i][c] = 0.0f;
+        for (int j = 0; j < n; ++j) {
+            float v_j[E_CHUNKS];
+#pragma unroll
+            for (int c = 0; c < E_CHUNKS; ++c) v_j[c] = v_s[j * HEAD_DIM + lane + 32 * c];
+#pragma unroll
+            for (int i = 0; i < ROWS_PER_WARP_V3; ++i) {
+                const float p_j = __shfl_sync(FULL_MASK, p[i], j);
+#pragma unroll
+                for (int c = 0; c < E_CHUNKS; ++c) pv[i][c] = fmaf(p_j, v_j[c], pv[i][c]);
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < ROWS_PER_WARP_V3; ++i)
+#pragma unroll
+            for (int c = 0; c < E_CHUNKS; ++c) acc[i][c] = alpha[i] * acc[i][c] + pv[i][c];
+    }
+    // o = Õ / l (each lane its columns),  lse = m + log l (lane 0)
+#pragma unroll
+    for (int i = 0; i < ROWS_PER_WARP_V3; ++i) {
+        const int t = t0 + row0 + i;
+        if (t >= T) continue;
+        const float divisor = row_divisor(r[i]);
+        float* o_E = o_BHTE + (hd.q_row0 + t) * E;
+#pragma unroll
+        for (int c = 0; c < E_CHUNKS; ++c)
+            if (lane + 32 * c < E) o_E[lane + 32 * c] = acc[i][c] / divisor;
+        if (lane == 0) lse_BHT[hd.q_row0 + t] = row_lse(r[i]);
+    }
+}

@@ -1,0 +1,287 @@
+"""Launcher of ``attention.cu``: FlashAttention forward on CUDA, float32, three versions.
+
+Mirrors :func:`spec.attention.tiled.flash_forward` (same signature plus ``version=``,
+same :class:`~spec.attention.naive.AttentionOut`). Causal masking (bottom-right), GQA
+and MQA (G divides H), an additive bias and a boolean mask (each broadcastable, never
+expanded), and the lse output are supported by every version:
+
+    v1  one thread per query row, everything read from global memory
+    v2  a block of query rows shares key/value tiles in shared memory
+    v3  a warp per group of rows, one key per lane: warp-shuffle reductions for the
+        row statistics, float4 loads, conflict-free padded shared memory
+
+The kernels' tile sizes are compile-time constants (see ``attention.cu``): ``tile_t`` and
+``tile_s`` are accepted and validated for the spec's signature, and do not change the
+result beyond rounding (the online softmax is tiling-independent). The backward is
+``backends.cuda.attention_backward``; the tensor-core forward (float16/bfloat16) is
+``backends.cuda.attention_tc``. :func:`prepare` is the input handling they share.
+
+    >>> import os; os.environ["ATTNSPEC_CUDA"] = "emulator"   # no GPU here
+    >>> from backends.cuda.attention import flash_forward
+    >>> o_BHTE, lse_BHT = flash_forward(q_BHTD, k_BGSD, v_BGSE, causal=True, version="v3")
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+from typing import NamedTuple
+
+import numpy as np
+
+from backends.cuda import _launch, _timing
+from backends.cuda._launch import KernelConfig
+from spec.attention.checks import AttentionShape, check_attention_inputs, check_scale, check_tile
+from spec.attention.naive import AttentionOut, attention
+from spec.attention.tiled import flash_forward as spec_flash_forward
+from spec.tolerance import compare, oracle_dtype
+
+SPEC = "spec.attention.tiled:flash_forward"
+SOURCE = "attention.cu"
+
+HEAD_DIMS = (32, 64, 128)
+"""Compiled head-dimension buckets: a call with D, E <= n runs the kernels built for n."""
+
+VERSIONS = ("v1", "v2", "v3")
+
+# Per version: (threads per block, query rows per block, keys per tile).
+ROWS_V1 = 64  # threads = rows
+KEYS_V1 = 8  # scores held in registers per step
+ROWS_V2 = 64  # threads = rows
+KEYS_V2 = 32
+WARPS_V3 = 4
+ROWS_PER_WARP_V3 = 8  # rows a warp computes at once (its q loads are broadcasts)
+KEYS_V3 = 32  # one key per lane
+
+
+def _v2_smem(head_dim: int) -> int:
+    # q rows padded by one float (conflict-free per-thread rows), K and V tiles
+    return 4 * (ROWS_V2 * (head_dim + 1) + 2 * KEYS_V2 * head_dim)
+
+
+def _v3_smem(head_dim: int) -> int:
+    # q rows; K tile padded by 4 floats (float4-aligned, conflict-free per-lane rows); V tile
+    rows = WARPS_V3 * ROWS_PER_WARP_V3
+    return 4 * (rows * head_dim + KEYS_V3 * (head_dim + 4) + KEYS_V3 * head_dim)
+
+
+def _config(version: str, head_dim: int) -> KernelConfig:
+    defines = (("HEAD_DIM", str(head_dim)), ("ROWS_V1", str(ROWS_V1)), ("KEYS_V1", str(KEYS_V1)),
+               ("ROWS_V2", str(ROWS_V2)), ("KEYS_V2", str(KEYS_V2)), ("WARPS_V3", str(WARPS_V3)),
+               ("ROWS_PER_WARP_V3", str(ROWS_PER_WARP_V3)))
+    kernel = f"attention_forward_{version}"
+    if version == "v1":
+        return KernelConfig(SOURCE, kernel, defines, threads=ROWS_V1)
+    if version == "v2":
+        return KernelConfig(SOURCE, kernel, defines, threads=ROWS_V2, dynamic_smem=_v2_smem(head_dim))
+    return KernelConfig(SOURCE, kernel, defines, threads=32 * WARPS_V3,
+                        dynamic_smem=_v3_smem(head_dim))
+
+
+KERNELS: dict[tuple[str, int], KernelConfig] = {
+    (version, head_dim): _config(version, head_dim) for version in VERSIONS for head_dim in HEAD_DIMS
+}
+"""Every configuration this launcher uses; the compile gate compiles exactly these."""
+
+
+def head_dim_bucket(shape: AttentionShape) -> int:
+    """The smallest compiled head dimension that holds D and E."""
+    for n in HEAD_DIMS:
+        if max(shape.D, shape.E) <= n:
+            return n
+    raise ValueError(
+        f"q_BHTD, v_BGSE: the CUDA attention kernels take head dimensions D, E up to "
+        f"{HEAD_DIMS[-1]}, got D={shape.D}, E={shape.E}"
+    )
+
+
+class Call(NamedTuple):
+    """One validated call, its arrays on the engine, ready to launch."""
+
+    shape: AttentionShape
+    arrays: _launch.Arrays
+    q: object
+    k: object
+    v: object
+    rule: tuple
+    """The kernels' SCORE_RULE_PARAMS arguments (attention_common.cuh), in order."""
+
+
+def _device_values_ok(name: str, x) -> None:
+    """The spec's value check of ``bias`` (no +inf, no NaN), for an array on the GPU."""
+    import cupy
+
+    if bool(cupy.isnan(x).any()) or bool(cupy.isposinf(x).any()):
+        raise ValueError(f"{name}: +inf and NaN are not allowed (use -inf or mask to forbid a key)")
+
+
+def _check(q, k, v, bias, mask, dtypes: tuple[np.dtype, ...], what: str) -> AttentionShape:
+    """The spec's checks (layout on shape proxies for GPU arrays), then the kernels' limits."""
+    def proxy(x):
+        return _launch.shape_proxy(x) if _launch.is_cupy_array(x) else x
+
+    shape = check_attention_inputs(proxy(q), proxy(k), proxy(v), bias=None if bias is None
+                                   else proxy(bias), mask=None if mask is None else proxy(mask))
+    if bias is not None and _launch.is_cupy_array(bias):
+        _device_values_ok("bias", bias)
+    if np.dtype(q.dtype) not in dtypes:
+        names = ", ".join(d.name for d in dtypes)
+        raise TypeError(f"q_BHTD, k_BGSD, v_BGSE: {what} takes {names}, got {np.dtype(q.dtype)}")
+    return shape
+
+
+def _strides(x, shape: AttentionShape) -> tuple[np.int64, ...]:
+    """Element strides of a C-contiguous (B|1, H|1, T|1, S|1) array, 0 where broadcast."""
+    full = (shape.B, shape.H, shape.T, shape.S)
+    out, step = [], 1
+    for n, f in reversed(list(zip(x.shape, full))):
+        out.append(0 if (n == 1 and f != 1) else step)
+        step *= n
+    return tuple(np.int64(s) for s in reversed(out))
+
+
+def prepare(q_BHTD, k_BGSD, v_BGSE, *, causal, scale, bias, mask, tile_t, tile_s,
+            dtypes: tuple[np.dtype, ...] = (np.dtype(np.float32),),
+            what: str = "the CUDA attention kernel") -> Call:
+    """Validate a call as the spec does, move its arrays to the engine, build the rule args.
+
+    Shared by the forward, backward and tensor-core launchers. Arrays stay where they
+    are on the GPU (CuPy, C-contiguous) and are copied from NumPy; ``bias`` keeps its
+    broadcast shape (the kernels address it through strides).
+    """
+    shape = _check(q_BHTD, k_BGSD, v_BGSE, bias, mask, dtypes, what)
+    check_tile("tile_t", tile_t)
+    check_tile("tile_s", tile_s)
+    if not isinstance(causal, (bool, np.bool_)):
+        raise TypeError(f"causal: expected a bool, got {type(causal).__name__}")
+    head_dim_bucket(shape)
+    arrays = _launch.Arrays(_launch.engine(), q_BHTD, k_BGSD, v_BGSE,
+                            *(x for x in (bias, mask) if x is not None))
+    dtype = np.dtype(q_BHTD.dtype)
+    # absent bias/mask: a one-element placeholder the kernel never reads (has_* = 0)
+    bias_dev = arrays.to_device(bias if bias is not None else np.zeros((1, 1, 1, 1), dtype))
+    mask_dev = arrays.to_device(mask if mask is not None else np.ones((1, 1, 1, 1), bool))
+    rule = (bias_dev, *_strides(bias_dev, shape), mask_dev, *_strides(mask_dev, shape),
+            np.int32(bias is not None), np.int32(mask is not None), np.int32(bool(causal)),
+            np.float32(check_scale(scale, shape.D)))
+    return Call(shape, arrays, arrays.to_device(q_BHTD), arrays.to_device(k_BGSD),
+                arrays.to_device(v_BGSE), rule)
+
+
+def flash_forward(q_BHTD, k_BGSD, v_BGSE, *, causal: bool = False, scale: float | None = None,
+                  bias=None, mask=None, tile_t: int = 64, tile_s: int = 64,
+                  version: str = "v3") -> AttentionOut:
+    """FlashAttention forward on CUDA, as :func:`spec.attention.tiled.flash_forward`.
+
+    float32 NumPy (copied to the device) or CuPy (used in place) arrays; results come
+    back as the kind of array that went in. D and E up to 128. ``version``: ``"v1"``,
+    ``"v2"`` or ``"v3"`` (see the module docstring and attention.cu).
+    """
+    if version not in VERSIONS:
+        raise ValueError(f"version: expected one of {VERSIONS}, got {version!r}")
+    call = prepare(q_BHTD, k_BGSD, v_BGSE, causal=causal, scale=scale, bias=bias, mask=mask,
+                   tile_t=tile_t, tile_s=tile_s)
+    B, H, _, T, _, _, E = call.shape
+    o = call.arrays.empty((B, H, T, E), np.float32)
+    lse = call.arrays.empty((B, H, T), np.float32)
+    _run(version, call, o, lse)
+    return AttentionOut(call.arrays.result(o), call.arrays.result(lse))
+
+
+def _run(version: str, call: Call, o, lse) -> None:
+    """Launch one version on a prepared call (what main() times)."""
+    B, H, G, T, S, D, E = call.shape
+    config = KERNELS[(version, head_dim_bucket(call.shape))]
+    rows = {"v1": ROWS_V1, "v2": ROWS_V2, "v3": WARPS_V3 * ROWS_PER_WARP_V3}[version]
+    block = (32, WARPS_V3) if version == "v3" else (rows,)
+    grid = (-(-T // rows), H, B)
+    dims = tuple(np.int32(n) for n in (H, G, T, S, D, E))
+    _launch.get_kernel(config)(grid, block, (call.q, call.k, call.v, o, lse, *dims, *call.rule),
+                               shared_mem=config.dynamic_smem)
+
+
+def flops(shape: AttentionShape, causal: bool) -> int:
+    """2·B·H·T·S·(D + E) for q·kᵀ and P·V, halved (about) under the causal mask."""
+    B, H, _, T, S, D, E = shape
+    if causal:
+        visible = sum(min(S, max(0, t + 1 + S - T)) for t in range(T))
+    else:
+        visible = T * S
+    return 2 * B * H * visible * (D + E)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Validate every version against the float64 spec; time each on a GPU.
+
+    FLOPs: 2·B·H·(visible pairs)·(D + E) (q·kᵀ and P·V; exp not counted). Bytes: q,
+    k, v read once and o written once, the minimum any kernel moves:
+    4·(B·H·T·D + 2·B·G·S·D + B·H·T·E) (+ lse). ``--sanitize`` runs the validation
+    alone, at a small size (for compute-sanitizer).
+    """
+    parser = argparse.ArgumentParser(description=main.__doc__.split("\n")[0])
+    parser.add_argument("--B", type=int, default=4)
+    parser.add_argument("--H", type=int, default=16)
+    parser.add_argument("--T", type=int, default=4096)
+    parser.add_argument("--D", type=int, default=128)
+    parser.add_argument("--sanitize", action="store_true",
+                        help="validate at a small size and skip timing")
+    args = parser.parse_args(argv)
+    engine = _launch.engine()
+    timed = engine == "cupy" and not args.sanitize
+    rng = np.random.default_rng(0)
+    # validation: a problem with GQA, a broadcast bias, a mask and S != T, small enough
+    # for the float64 oracle (and for the emulator)
+    B, H, G, T, S, D = 1, 4, 2, 77, 131, min(args.D, 64)
+    q, k, v = (rng.standard_normal(s).astype(np.float32)
+               for s in ((B, H, T, D), (B, G, S, D), (B, G, S, D)))
+    bias = rng.standard_normal((1, H, T, S)).astype(np.float32)
+    mask = rng.random((B, 1, 1, S)) < 0.9
+    print(f"attention forward  validate B={B} H={H} G={G} T={T} S={S} D={D}  engine={engine}  "
+          f"{_timing.device_name()}")
+    failed = False
+    for version in VERSIONS:
+        for causal in (False, True):
+            opts = {"causal": causal, "bias": bias, "mask": mask}
+            wide = oracle_dtype(np.float32)
+            oracle = attention(*(x.astype(wide) for x in (q, k, v)), causal=causal,
+                               bias=bias.astype(wide), mask=mask)
+            base = spec_flash_forward(q, k, v, **opts)
+            out = flash_forward(q, k, v, version=version, **opts)
+            reports = [compare(o, r, b) for o, r, b in zip(out, oracle, base)]
+            ok = all(r.ok for r in reports)
+            failed |= not ok
+            print(f"  {version} causal={causal!s:5s} " + "  ".join(
+                f"{n} err {r.err:.1e} (bound {r.bound:.1e})" for n, r in zip(("o", "lse"), reports))
+                + ("" if ok else "  FAILED"))
+    if timed:
+        failed |= _time_versions(args, rng)
+    elif not args.sanitize:
+        print("  (timing skipped: the emulator's speed says nothing about a GPU's)")
+    return 1 if failed else 0
+
+
+def _time_versions(args, rng) -> bool:
+    """Time every version at the requested size (B, H, T=S, D=E), causal and not."""
+    import cupy
+
+    B, H, T, D = args.B, args.H, args.T, args.D
+    x = [cupy.asarray(rng.standard_normal((B, H, T, D)).astype(np.float32)) for _ in range(3)]
+    print(f"attention forward  time B={B} H={H} T=S={T} D=E={D} float32")
+    for causal in (False, True):
+        call = prepare(*x, causal=causal, scale=None, bias=None, mask=None, tile_t=64, tile_s=64)
+        o = cupy.empty((B, H, T, D), np.float32)
+        lse = cupy.empty((B, H, T), np.float32)
+        nbytes = 4 * (3 * B * H * T * D + B * H * T * D + B * H * T)
+        for version in VERSIONS:
+            ms = _timing.time_ms(functools.partial(_run, version, call, o, lse), repeats=5)
+            print(f"  {version} causal={causal!s:5s} "
+                  + _timing.rates(ms, nbytes, flops(call.shape, causal), np.float32))
+        sdpa = _timing.torch_sdpa_ms(B, H, T, D, causal, "float32")
+        if sdpa is not None:
+            print(f"  PyTorch SDPA float32 causal={causal!s:5s} {sdpa:.3f} ms")
+    return False
+
+
+if __name__ == "__main__":
+    sys.exit(main())
