@@ -41,6 +41,8 @@ class Entry:
     """Input dtypes it accepts; others raise TypeError."""
     gpu_only: bool = False
     """Runs only on a GPU (tensor cores): the emulator cannot run it, so its tests need one."""
+    head_dims: tuple[int, ...] | None = None
+    """Head widths it takes (D = E, one of these; tensor-core tiles), or None for any."""
 
     def load(self) -> Callable:
         """The implementation; for a versioned kernel, with ``version=`` bound."""
@@ -89,7 +91,7 @@ _ENTRIES: tuple[Entry, ...] = (
         for version in ("v1", "v2", "v3")
     ),
     Entry("attention.flash_forward", "cuda", "tc", "backends.cuda.attention_tc:flash_forward",
-          _FWD_SPEC, (F16,), gpu_only=True),
+          _FWD_SPEC, (F16,), gpu_only=True, head_dims=(64, 128)),
     Entry("attention.flash_backward", "cuda", None,
           "backends.cuda.attention_backward:flash_backward", _BWD_SPEC, (F32,)),
 )

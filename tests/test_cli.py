@@ -48,3 +48,16 @@ def test_conformance_rejects_an_unknown_backend():
 def test_bench_rejects_an_unknown_op():
     with pytest.raises(SystemExit, match="no benchmark for 'nope'"):
         cli.main(["bench", "nope"])
+
+
+def test_tour_says_why_an_entry_did_not_run():
+    """Entries this machine cannot run get a row with the reason, not a silent gap."""
+    from backends.cuda import engine
+
+    rows = {(r.op, r.backend): r for r in cli.tour_rows(small=True, repeats=1)}
+    tc = rows["attention.flash_forward", "cuda[tc]"]
+    if engine() == "emulator":
+        assert tc.within is None and "needs a GPU" in tc.note
+    else:  # on a GPU the tensor-core kernel takes float16 only; the tour runs float32
+        assert tc.within is None and "takes float16" in tc.note
+    assert "cuda[tc]" in cli.format_table(list(rows.values()))

@@ -18,9 +18,12 @@
 //   attention_forward_v2  v1 with the block's ROWS_V2 query rows, and tiles of KEYS_V2
 //                         keys and values, in shared memory: every k and v element is read
 //                         from global memory once per block instead of once per row. Each
-//                         thread reads its own q row (padded by one float, so the 32 rows
-//                         a warp reads sit in 32 different banks) and the tile's k and v
-//                         (the same address for the whole warp: a broadcast).
+//                         thread keeps its q row, Õ row and the tile's P in shared memory
+//                         (rows padded by one float, so the 32 rows a warp reads sit in 32
+//                         different banks) and reads the tile's k and v (the same address
+//                         for the whole warp: a broadcast); only the tile's P·V is held in
+//                         registers. Loops over keys are not unrolled, which keeps NVRTC's
+//                         compile time at seconds.
 //   attention_forward_v3  a warp computes ROWS_PER_WARP_V3 rows at once over tiles of 32
 //                         keys, one key per lane: the score of lane j is q·k_j for each of
 //                         the warp's rows (q read as broadcast float4, k_j as float4 from
@@ -49,6 +52,7 @@
         float* __restrict__ lse_BHT, int H, int G, int T, int S, int D, int E, SCORE_RULE_PARAMS
 
 #define E_CHUNKS (HEAD_DIM / 32)  // v3: output columns per lane
+#define E_CHUNK_V2 (HEAD_DIM < 64 ? HEAD_DIM : 64)  // v2: output columns per P·V pass
 
 // The rows and keys of one (b, h) pair: the kernels' grid is (row blocks, H, B).
 struct Head {
@@ -155,12 +159,18 @@ __device__ __forceinline__ void load_rows(float* dst, int dst_stride, const floa
 }
 
 extern "C" __global__ void __launch_bounds__(ROWS_V2) attention_forward_v2(KERNEL_PARAMS) {
-    // q rows [ROWS_V2][HEAD_DIM + 1], then the K and V tiles [KEYS_V2][HEAD_DIM] each
+    // Per thread (rows padded by one float, so that a warp's 32 rows sit in 32 different
+    // banks): its q row and its Õ row [ROWS_V2][HEAD_DIM + 1], its scores, then P, of the
+    // tile [ROWS_V2][KEYS_V2 + 1]. Shared by the block: the K and V tiles [KEYS_V2][HEAD_DIM].
+    // The tile's P·V is accumulated in registers and added to Õ once per tile, as the
+    // spec's α Õ + P V: summing each tile apart keeps the rounding of a long row small.
     extern __shared__ __align__(16) unsigned char shared_raw[];
     float* q_s = reinterpret_cast<float*>(shared_raw);
-    float* k_s = q_s + ROWS_V2 * (HEAD_DIM + 1);
+    float* acc_s = q_s + ROWS_V2 * (HEAD_DIM + 1);
+    float* k_s = acc_s + ROWS_V2 * (HEAD_DIM + 1);
     float* v_s = k_s + KEYS_V2 * HEAD_DIM;
-    const int q_stride = HEAD_DIM + 1;
+    float* p_s = v_s + KEYS_V2 * HEAD_DIM;
+    const int row_stride = HEAD_DIM + 1, p_stride = KEYS_V2 + 1;
 
     const ScoreRule rule = SCORE_RULE(T, S);
     const Head hd(H, G, T, S);
@@ -168,14 +178,14 @@ extern "C" __global__ void __launch_bounds__(ROWS_V2) attention_forward_v2(KERNE
     const int t_end = min(t0 + ROWS_V2, T);
     const bool has_row = t < T;  // threads without a row still load tiles and meet barriers
 
-    load_rows(q_s, q_stride, q_BHTD + (hd.q_row0 + t0) * D, D, ROWS_V2, t_end - t0,
+    load_rows(q_s, row_stride, q_BHTD + (hd.q_row0 + t0) * D, D, ROWS_V2, t_end - t0,
               threadIdx.x, ROWS_V2);
+    const float* q_D = q_s + threadIdx.x * row_stride;
+    float* acc_E = acc_s + threadIdx.x * row_stride;  // Õ, the unnormalised output row
+    float* p_J = p_s + threadIdx.x * p_stride;
+    for (int e = 0; e < E; ++e) acc_E[e] = 0.0f;
     RowState r{neg_inf(), 0.0f};
-    float acc[HEAD_DIM];
-#pragma unroll
-    for (int e = 0; e < HEAD_DIM; ++e) acc[e] = 0.0f;
 
-    const float* q_D = q_s + threadIdx.x * q_stride;
     const int s_end = rule.key_end(t_end);
     for (int s0 = 0; s0 < s_end; s0 += KEYS_V2) {
         const int n = min(KEYS_V2, s_end - s0);
@@ -185,41 +195,51 @@ extern "C" __global__ void __launch_bounds__(ROWS_V2) attention_forward_v2(KERNE
         __syncthreads();
         if (!has_row) continue;
 
-        float x[KEYS_V2];
+        // scores of the tile (-inf where not visible) and their maximum
         float tile_max = neg_inf();
-#pragma unroll
-        for (int j = 0; j < KEYS_V2; ++j) {
-            x[j] = neg_inf();
-            if (j < n) {
-                const float* k_D = k_s + j * HEAD_DIM;
-                float dot = 0.0f;
-                for (int d = 0; d < D; ++d) dot = dot + q_D[d] * k_D[d];
-                bool visible;
-                const float score = rule.score(dot, hd.b, hd.h, t, s0 + j, visible);
-                if (visible) {
-                    x[j] = score;
-                    tile_max = nan_max(tile_max, score);
-                }
-            }
+        for (int j = 0; j < n; ++j) {
+            const float* k_D = k_s + j * HEAD_DIM;
+            float dot = 0.0f;
+            for (int d = 0; d < D; ++d) dot = dot + q_D[d] * k_D[d];
+            bool visible;
+            const float score = rule.score(dot, hd.b, hd.h, t, s0 + j, visible);
+            p_J[j] = visible ? score : neg_inf();
+            if (visible) tile_max = nan_max(tile_max, score);
         }
-        const float alpha = online_step(r, x, tile_max);
+        // m' = max(m, rowmax(S)),  α = exp(m - m'),  P = exp(S - m'),  l' = α l + rowsum(P)
+        const float m_new = nan_max(r.m, tile_max);
+        const float shift = safe_shift(m_new);
+        const float alpha = expf(r.m - shift);
+        float p_sum = 0.0f;
+        for (int j = 0; j < n; ++j) {
+            p_J[j] = expf(p_J[j] - shift);
+            p_sum = p_sum + p_J[j];
+        }
+        r.l = alpha * r.l + p_sum;
+        r.m = m_new;
+        // Õ' = α Õ + P V, in chunks of E_CHUNK_V2 columns (a whole row of P·V in registers
+        // would spill at HEAD_DIM = 128)
+        for (int e0 = 0; e0 < E; e0 += E_CHUNK_V2) {
+            float pv[E_CHUNK_V2];
 #pragma unroll
-        for (int e = 0; e < HEAD_DIM; ++e) {
-            if (e < E) {
-                float pv = 0.0f;
+            for (int e = 0; e < E_CHUNK_V2; ++e) pv[e] = 0.0f;
+            for (int j = 0; j < n; ++j) {
+                const float p = p_J[j];
+                const float* v_E = v_s + j * HEAD_DIM + e0;
+                // columns from E on hold stale values and are never stored; an `e < E`
+                // test here made ptxas spill
 #pragma unroll
-                for (int j = 0; j < KEYS_V2; ++j)
-                    if (j < n) pv = fmaf(x[j], v_s[j * HEAD_DIM + e], pv);
-                acc[e] = alpha * acc[e] + pv;
+                for (int e = 0; e < E_CHUNK_V2; ++e) pv[e] = fmaf(p, v_E[e], pv[e]);
             }
+#pragma unroll
+            for (int e = 0; e < E_CHUNK_V2; ++e)
+                if (e0 + e < E) acc_E[e0 + e] = alpha * acc_E[e0 + e] + pv[e];
         }
     }
     if (!has_row) return;
     const float divisor = row_divisor(r);
     float* o_E = o_BHTE + (hd.q_row0 + t) * E;
-#pragma unroll
-    for (int e = 0; e < HEAD_DIM; ++e)
-        if (e < E) o_E[e] = acc[e] / divisor;
+    for (int e = 0; e < E; ++e) o_E[e] = acc_E[e] / divisor;
     lse_BHT[hd.q_row0 + t] = row_lse(r);
 }
 

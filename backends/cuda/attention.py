@@ -32,7 +32,12 @@ import numpy as np
 
 from backends.cuda import _launch, _timing
 from backends.cuda._launch import KernelConfig
-from spec.attention.checks import AttentionShape, check_attention_inputs, check_scale, check_tile
+from spec.attention.checks import (
+    AttentionShape,
+    check_attention_inputs,
+    check_scale,
+    check_tile,
+)
 from spec.attention.naive import AttentionOut, attention
 from spec.attention.tiled import flash_forward as spec_flash_forward
 from spec.tolerance import compare, oracle_dtype
@@ -56,8 +61,9 @@ KEYS_V3 = 32  # one key per lane
 
 
 def _v2_smem(head_dim: int) -> int:
-    # q rows padded by one float (conflict-free per-thread rows), K and V tiles
-    return 4 * (ROWS_V2 * (head_dim + 1) + 2 * KEYS_V2 * head_dim)
+    # per thread, padded by one float (conflict-free per-thread rows): its q row, its Õ row
+    # and its P row; K and V tiles
+    return 4 * (ROWS_V2 * 2 * (head_dim + 1) + ROWS_V2 * (KEYS_V2 + 1) + 2 * KEYS_V2 * head_dim)
 
 
 def _v3_smem(head_dim: int) -> int:

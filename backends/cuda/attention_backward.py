@@ -1,0 +1,351 @@
+"""Launcher of ``attention_backward.cu``: the FlashAttention backward on CUDA, float32.
+
+Mirrors :func:`spec.attention.tiled.flash_backward` (same signature, same
+:class:`~spec.attention.tiled.AttentionGrads`): causal masking (bottom-right), GQA and
+MQA (dk, dv of a key/value head summed over the query heads of its group), a
+broadcastable bias (which may hold -inf) and boolean mask, rows with no visible key
+(lse = -inf: P = 0, dq = 0). Three kernels, no atomics, so the result is deterministic:
+
+    delta  Δ = rowsum(dO ∘ O)
+    dkdv   a thread per key row: dk, dv over the group's query heads and query tiles
+    dq     a thread per query row: dq over the key tiles
+
+``tile_t`` and ``tile_s`` are the spec's: the kernels' own tiles are compile-time
+constants, and the caller's only decide, under ``causal``, which (query, key) pairs are
+visited, exactly as the spec skips them (this matters only for where a NaN reaches; see
+attention_backward.cu). The forward is :mod:`backends.cuda.attention`, whose
+:func:`~backends.cuda.attention.prepare` validates a call here as well.
+
+    >>> import os; os.environ["ATTNSPEC_CUDA"] = "emulator"   # no GPU here
+    >>> from backends.cuda.attention import flash_forward
+    >>> from backends.cuda.attention_backward import flash_backward
+    >>> o_BHTE, lse_BHT = flash_forward(q_BHTD, k_BGSD, v_BGSE, causal=True)
+    >>> dq_BHTD, dk_BGSD, dv_BGSE = flash_backward(q_BHTD, k_BGSD, v_BGSE, o_BHTE, lse_BHT,
+    ...                                            do_BHTE, causal=True)
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import statistics
+import sys
+from typing import NamedTuple
+
+import numpy as np
+
+from backends.cuda import _launch, _timing
+from backends.cuda import attention as forward
+from backends.cuda._launch import KernelConfig
+from backends.cuda.attention import HEAD_DIMS, Call, head_dim_bucket, prepare
+from spec.attention.checks import AttentionShape, check_backward_inputs
+from spec.attention.naive import causal_visible_TS
+from spec.attention.tiled import AttentionGrads
+from spec.attention.tiled import flash_backward as spec_flash_backward
+from spec.attention.tiled import flash_forward as spec_flash_forward
+from spec.tolerance import compare, oracle_dtype
+
+SPEC = "spec.attention.tiled:flash_backward"
+SOURCE = "attention_backward.cu"
+
+STEP = 4  # rows (dkdv) or keys (dq) per thread at once: independent dot-product chains
+ROWS_DELTA = 128
+
+
+class _Layout(NamedTuple):
+    """What one head-dimension bucket keeps where (see the macros of attention_backward.cu).
+
+    Per thread, dkdv holds a k, v row and the dk, dv accumulators (4·HEAD_DIM floats),
+    dq a q, dO row and the dq accumulator (3·HEAD_DIM): in registers at 32; from 64 on
+    the read-only rows move to padded shared memory, and at 128 the dv accumulator too,
+    so that nothing spills. The shared q/dO and K/V tiles shrink as the rows grow: at 128
+    a dkdv block takes 105 KiB (two per SM on sm_90, one on sm_80) and a dq block 73 KiB
+    (two per SM on sm_80, three on sm_90).
+    """
+
+    keys_kv: int  # dkdv: threads = key rows per block
+    qrows_kv: int  # dkdv: query rows per shared tile
+    rows_q: int  # dq: threads = query rows per block
+    keys_q: int  # dq: keys per shared tile
+    kv_in_smem: bool
+    dv_in_smem: bool
+    qdo_in_smem: bool
+
+
+LAYOUTS = {
+    32: _Layout(keys_kv=64, qrows_kv=64, rows_q=64, keys_q=64,
+                kv_in_smem=False, dv_in_smem=False, qdo_in_smem=False),
+    64: _Layout(keys_kv=64, qrows_kv=32, rows_q=64, keys_q=32,
+                kv_in_smem=True, dv_in_smem=False, qdo_in_smem=True),
+    128: _Layout(keys_kv=64, qrows_kv=8, rows_q=64, keys_q=8,
+                 kv_in_smem=True, dv_in_smem=True, qdo_in_smem=True),
+}
+assert tuple(LAYOUTS) == HEAD_DIMS
+
+
+def _dkdv_smem(head_dim: int, lay: _Layout) -> int:
+    # q and dO tiles, lse and Δ, then the per-thread rows padded by one float
+    rows = 2 * lay.kv_in_smem + lay.dv_in_smem
+    return 4 * (2 * lay.qrows_kv * head_dim + 2 * lay.qrows_kv + rows * lay.keys_kv * (head_dim + 1))
+
+
+def _dq_smem(head_dim: int, lay: _Layout) -> int:
+    # K and V tiles, then the per-thread q and dO rows padded by one float
+    return 4 * (2 * lay.keys_q * head_dim + 2 * lay.qdo_in_smem * lay.rows_q * (head_dim + 1))
+
+
+KERNEL_NAMES = ("delta", "dkdv", "dq")
+
+
+def _config(kernel: str, head_dim: int) -> KernelConfig:
+    # The three kernels share one module per head dimension, so every config defines
+    # every macro (one compilation serves all three).
+    lay = LAYOUTS[head_dim]
+    defines = (("HEAD_DIM", str(head_dim)), ("STEP", str(STEP)),
+               ("KEYS_KV", str(lay.keys_kv)), ("QROWS_KV", str(lay.qrows_kv)),
+               ("ROWS_Q", str(lay.rows_q)), ("KEYS_Q", str(lay.keys_q)),
+               ("ROWS_DELTA", str(ROWS_DELTA)), ("KV_IN_SMEM", str(int(lay.kv_in_smem))),
+               ("DV_IN_SMEM", str(int(lay.dv_in_smem))), ("QDO_IN_SMEM", str(int(lay.qdo_in_smem))))
+    name = f"attention_backward_{kernel}"
+    if kernel == "delta":
+        return KernelConfig(SOURCE, name, defines, threads=ROWS_DELTA)
+    if kernel == "dkdv":
+        return KernelConfig(SOURCE, name, defines, threads=lay.keys_kv,
+                            dynamic_smem=_dkdv_smem(head_dim, lay))
+    return KernelConfig(SOURCE, name, defines, threads=lay.rows_q, dynamic_smem=_dq_smem(head_dim, lay))
+
+
+KERNELS: dict[tuple[str, int], KernelConfig] = {
+    (kernel, head_dim): _config(kernel, head_dim) for head_dim in HEAD_DIMS for kernel in KERNEL_NAMES
+}
+"""Every configuration this launcher uses; the compile gate compiles exactly these."""
+
+
+def _proxy(x):
+    return _launch.shape_proxy(x) if _launch.is_cupy_array(x) else x
+
+
+def flash_backward(q_BHTD, k_BGSD, v_BGSE, o_BHTE, lse_BHT, do_BHTE, *, causal: bool = False,
+                   scale: float | None = None, bias=None, mask=None, tile_t: int = 64,
+                   tile_s: int = 64) -> AttentionGrads:
+    """FlashAttention backward on CUDA, as :func:`spec.attention.tiled.flash_backward`.
+
+    float32 NumPy (copied to the device) or CuPy (used in place) arrays; results come
+    back as the kind of array that went in. D and E up to 128. ``o_BHTE`` and
+    ``lse_BHT`` are the forward's outputs for the same inputs and options (use
+    :func:`backends.cuda.attention.flash_forward`: its scores are rounded as these
+    kernels round them), ``do_BHTE`` the gradient of the loss with respect to o.
+    Returns dq_BHTD, and dk_BGSD, dv_BGSE summed over the query heads of each group.
+    """
+    call = prepare(q_BHTD, k_BGSD, v_BGSE, causal=causal, scale=scale, bias=bias, mask=mask,
+                   tile_t=tile_t, tile_s=tile_s, what="the CUDA attention backward")
+    check_backward_inputs(call.shape, _proxy(q_BHTD), _proxy(o_BHTE), _proxy(lse_BHT),
+                          _proxy(do_BHTE))
+    B, H, G, T, S, D, E = call.shape
+    arrays = call.arrays
+    o, lse, do = (arrays.to_device(x) for x in (o_BHTE, lse_BHT, do_BHTE))
+    delta = arrays.empty((B, H, T), np.float32)
+    dq = arrays.empty((B, H, T, D), np.float32)
+    dk = arrays.empty((B, G, S, D), np.float32)
+    dv = arrays.empty((B, G, S, E), np.float32)
+    _run(call, _tiles(call.shape, tile_t, tile_s), o, lse, do, delta, dq, dk, dv)
+    return AttentionGrads(arrays.result(dq), arrays.result(dk), arrays.result(dv))
+
+
+def _tiles(shape: AttentionShape, tile_t: int, tile_s: int) -> tuple[np.int32, np.int32]:
+    """The spec's tiles as the kernels take them: a tile longer than T (S) is the one
+    tile [0, T) ([0, S)), so clamping changes no visited pair and keeps them in int32."""
+    return np.int32(min(int(tile_t), shape.T)), np.int32(min(int(tile_s), shape.S))
+
+
+def _run(call: Call, tiles, o, lse, do, delta, dq, dk, dv) -> None:
+    """Launch delta, dkdv and dq on a prepared call (what main() times)."""
+    B, H, G, T, S, D, E = call.shape
+    head_dim = head_dim_bucket(call.shape)
+    lay = LAYOUTS[head_dim]
+    rows = B * H * T
+    config = KERNELS[("delta", head_dim)]
+    _launch.get_kernel(config)((-(-rows // ROWS_DELTA),), (ROWS_DELTA,),
+                               (o, do, delta, np.int64(rows), np.int32(E)))
+    dims = tuple(np.int32(n) for n in (H, G, T, S, D, E))
+    inputs = (call.q, call.k, call.v, do, lse, delta)
+    config = KERNELS[("dkdv", head_dim)]
+    _launch.get_kernel(config)((-(-S // lay.keys_kv), G, B), (lay.keys_kv,),
+                               (*inputs, dk, dv, *dims, *tiles, *call.rule),
+                               shared_mem=config.dynamic_smem)
+    config = KERNELS[("dq", head_dim)]
+    _launch.get_kernel(config)((-(-T // lay.rows_q), H, B), (lay.rows_q,),
+                               (*inputs, dq, *dims, *tiles, *call.rule),
+                               shared_mem=config.dynamic_smem)
+
+
+def flops(shape: AttentionShape, causal: bool) -> int:
+    """2.5 times the forward's :func:`backends.cuda.attention.flops`, the usual count.
+
+    The backward has five products per visible pair (q·kᵀ recomputed, dP = dO vᵀ,
+    dV = Pᵀ dO, dQ = dS K, dK = dSᵀ Q) against the forward's two, so with D = E it is
+    2.5 · 2·B·H·(visible pairs)·(D + E) = 10·B·H·(visible pairs)·D. The kernels
+    actually do seven (dq's kernel recomputes q·kᵀ and dP): the rate printed is the
+    conventional one, comparable with other implementations'.
+    """
+    return 5 * forward.flops(shape, causal) // 2
+
+
+REORDERINGS = 4
+"""Extra rounding orders of the spec baseline in :func:`main` (as in the conformance tests)."""
+
+
+def _spec_grads(q, k, v, do, bias, mask, causal):
+    """The spec forward then backward, in the inputs' dtype."""
+    opts = {"causal": causal, "bias": bias, "mask": mask}
+    return spec_flash_backward(q, k, v, *spec_flash_forward(q, k, v, **opts), do, **opts)
+
+
+def _spec_baselines(q, k, v, do, bias, mask, causal, rng) -> list[AttentionGrads]:
+    """The float32 spec on the problem and on REORDERINGS copies with the axes T, S, D and E
+    permuted (results permuted back): attention is exactly equivariant under those, so
+    the copies differ only in the order of their sums, and together measure what float32
+    costs better than one order's luck (spec.tolerance; tests/backends/conformance.py)."""
+    B, H, T, D = q.shape
+    S, E = k.shape[2], v.shape[3]
+    full = (B, H, T, S)
+    visible = np.ones(full, bool) if mask is None else np.broadcast_to(mask, full)
+    if causal:  # causal is a statement about positions: after permuting S it is a mask
+        visible = visible & causal_visible_TS(T, S)
+    bias_full = None if bias is None else np.broadcast_to(bias, full)
+    out = [_spec_grads(q, k, v, do, bias, mask, causal)]
+    for _ in range(REORDERINGS):
+        t, s, d, e = (rng.permutation(n) for n in (T, S, D, E))
+        dq, dk, dv = _spec_grads(
+            q[:, :, t][..., d], k[:, :, s][..., d], v[:, :, s][..., e], do[:, :, t][..., e],
+            None if bias_full is None else bias_full[:, :, t][..., s], visible[:, :, t][..., s],
+            False)
+        t, s, d, e = (np.argsort(x) for x in (t, s, d, e))
+        out.append(AttentionGrads(dq[:, :, t][..., d], dk[:, :, s][..., d], dv[:, :, s][..., e]))
+    return out
+
+
+def _validate(B, H, G, T, S, D, E, rng) -> bool:
+    """The CUDA forward + backward against the float64 spec, causal and not; True if any fails."""
+    q, k, v, do = (rng.standard_normal(s).astype(np.float32)
+                   for s in ((B, H, T, D), (B, G, S, D), (B, G, S, E), (B, H, T, E)))
+    bias = rng.standard_normal((1, H, T, S)).astype(np.float32)
+    mask = rng.random((B, 1, 1, S)) < 0.9
+    wide = oracle_dtype(np.float32)
+    failed = False
+    for causal in (False, True):
+        # oracle: the spec in float64 throughout; baselines: the spec in float32; each
+        # backward is fed its own side's forward (see tests/backends/conformance.py)
+        oracle = _spec_grads(*(x.astype(wide) for x in (q, k, v, do, bias)), mask, causal)
+        bases = _spec_baselines(q, k, v, do, bias, mask, causal, rng)
+        opts = {"causal": causal, "bias": bias, "mask": mask}
+        out = flash_backward(q, k, v, *forward.flash_forward(q, k, v, **opts), do, **opts)
+        reports = [compare(o, r, [b[i] for b in bases])
+                   for i, (o, r) in enumerate(zip(out, oracle))]
+        ok = all(r.ok for r in reports)
+        failed |= not ok
+        print(f"  causal={causal!s:5s} " + "  ".join(
+            f"{n} err {r.err:.1e} (bound {r.bound:.1e})" for n, r in zip(("dq", "dk", "dv"), reports))
+            + ("" if ok else "  FAILED"))
+    return failed
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Validate the backward against the float64 spec; time it on a GPU.
+
+    Validation: B=1, H=4, G=2 (GQA), T=77, S=131, D=min(--D, 128), E=D-24 (or D), a
+    per-head bias (1, H, T, S), a per-key mask (B, 1, 1, S), causal and not, each
+    backward fed its own forward's o and lse, judged by spec.tolerance against the
+    float32 spec in 1 + REORDERINGS rounding orders. Timing (CuPy engine, not --sanitize): B,
+    H, T=S, D=E from the arguments, causal and not, the three kernels together.
+    FLOPs: :func:`flops`, 2.5x the forward's 2·B·H·(visible pairs)·(D + E). Bytes: q,
+    k, v, o, dO and lse read once and dq, dk, dv written once, the minimum any backward
+    moves: 4·(2·B·H·T·D + 2·B·H·T·E + B·H·T + 2·B·G·S·D + 2·B·G·S·E). PyTorch SDPA's
+    backward (the autograd of scaled_dot_product_attention, float32) is timed alongside
+    where PyTorch with CUDA is installed. ``--sanitize`` validates only, at the small
+    size (for compute-sanitizer).
+    """
+    parser = argparse.ArgumentParser(description=main.__doc__.split("\n")[0])
+    parser.add_argument("--B", type=int, default=4)
+    parser.add_argument("--H", type=int, default=16)
+    parser.add_argument("--T", type=int, default=4096)
+    parser.add_argument("--D", type=int, default=128)
+    parser.add_argument("--sanitize", action="store_true",
+                        help="validate at a small size and skip timing")
+    args = parser.parse_args(argv)
+    engine = _launch.engine()
+    timed = engine == "cupy" and not args.sanitize
+    rng = np.random.default_rng(0)
+    B, H, G, T, S, D = 1, 4, 2, 77, 131, min(args.D, HEAD_DIMS[-1])
+    E = D - 24 if D > 24 else D
+    print(f"attention backward  validate B={B} H={H} G={G} T={T} S={S} D={D} E={E}  "
+          f"engine={engine}  {_timing.device_name()}")
+    failed = _validate(B, H, G, T, S, D, E, rng)
+    if timed:
+        _time(args, rng)
+    elif not args.sanitize:
+        print("  (timing skipped: the emulator's speed says nothing about a GPU's)")
+    return 1 if failed else 0
+
+
+def _time(args, rng) -> None:
+    """Time the backward at (B, H, T=S, D=E), causal and not, against PyTorch SDPA's."""
+    import cupy
+
+    B, H, T, D = args.B, args.H, args.T, args.D
+    q, k, v, do = (cupy.asarray(rng.standard_normal((B, H, T, D)).astype(np.float32))
+                   for _ in range(4))
+    print(f"attention backward  time B={B} H={H} T=S={T} D=E={D} float32")
+    # read q, k, v, o, dO (G = H, E = D) and lse, write dq, dk, dv
+    nbytes = 4 * (5 * B * H * T * D + B * H * T + 3 * B * H * T * D)
+    for causal in (False, True):
+        o, lse = forward.flash_forward(q, k, v, causal=causal)
+        call = prepare(q, k, v, causal=causal, scale=None, bias=None, mask=None, tile_t=64,
+                       tile_s=64)
+        delta = cupy.empty((B, H, T), np.float32)
+        dq, dk, dv = (cupy.empty((B, H, T, D), np.float32) for _ in range(3))
+        run = functools.partial(_run, call, _tiles(call.shape, 64, 64), o, lse, do, delta,
+                                dq, dk, dv)
+        ms = _timing.time_ms(run, repeats=5)
+        line = f"  causal={causal!s:5s} " + _timing.rates(ms, nbytes, flops(call.shape, causal),
+                                                          np.float32)
+        sdpa = torch_sdpa_backward_ms(B, H, T, D, causal)
+        if sdpa is not None:
+            line += f"  | PyTorch SDPA backward {sdpa:.3f} ms, ours/SDPA = {ms / sdpa:.2f}x"
+        print(line)
+
+
+def torch_sdpa_backward_ms(B: int, H: int, T: int, D: int, causal: bool) -> float | None:
+    """Median ms of the backward of PyTorch's scaled_dot_product_attention (float32,
+    B, H, T=S, D=E; the forward excluded), or None without PyTorch with CUDA.
+
+    With T = S, PyTorch's causal mask (top-left) is the spec's (bottom-right).
+    """
+    try:
+        import torch
+    except ImportError:
+        return None
+    if not torch.cuda.is_available():
+        return None
+    q, k, v = (torch.randn(B, H, T, D, device="cuda", dtype=torch.float32, requires_grad=True)
+               for _ in range(3))
+    o = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    do = torch.randn_like(o)
+
+    def call():
+        torch.autograd.grad(o, (q, k, v), do, retain_graph=True)
+
+    call()
+    times = []
+    for _ in range(5):
+        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        call()
+        stop.record()
+        stop.synchronize()
+        times.append(start.elapsed_time(stop))
+    return statistics.median(times)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
