@@ -766,9 +766,9 @@ def _contiguous(x: np.ndarray) -> np.ndarray:
     return np.array(x, order="C", copy=True)
 
 
-def _prepare(q_BHTD, k_BGSD, v_BGSE, scale, bias, mask, tile_t, tile_s):
+def _prepare(q_BHTD, k_BGSD, v_BGSE, scale, bias, mask, causal, tile_t, tile_s):
     """Validate exactly as the spec does, then add this backend's dtype rule."""
-    shape = check_attention_inputs(q_BHTD, k_BGSD, v_BGSE, bias=bias, mask=mask)
+    shape = check_attention_inputs(q_BHTD, k_BGSD, v_BGSE, bias=bias, mask=mask, causal=causal)
     tile_t = check_tile("tile_t", tile_t)
     tile_s = check_tile("tile_s", tile_s)
     dtype = q_BHTD.dtype
@@ -817,7 +817,7 @@ def flash_forward(
         below -87.3 give 0 rather than a subnormal.
     """
     shape, scale, bias_BHTS, mask_BHTS, tile_t, tile_s = _prepare(
-        q_BHTD, k_BGSD, v_BGSE, scale, bias, mask, tile_t, tile_s)
+        q_BHTD, k_BGSD, v_BGSE, scale, bias, mask, causal, tile_t, tile_s)
     B, H, G, T, S, D, E = shape
     dtype = q_BHTD.dtype
     o_BHTE = poisoned_empty((B, H, T, E), dtype)
@@ -868,7 +868,7 @@ def flash_backward(
         float32 exp of :func:`flash_forward`).
     """
     shape, scale, bias_BHTS, mask_BHTS, tile_t, tile_s = _prepare(
-        q_BHTD, k_BGSD, v_BGSE, scale, bias, mask, tile_t, tile_s)
+        q_BHTD, k_BGSD, v_BGSE, scale, bias, mask, causal, tile_t, tile_s)
     check_backward_inputs(shape, q_BHTD, o_BHTE, lse_BHT, do_BHTE)
     B, H, G, T, S, D, E = shape
     dtype = q_BHTD.dtype

@@ -57,8 +57,9 @@
 // The rows and keys of one (b, h) pair: the kernels' grid is (row blocks, H, B).
 struct Head {
     int b, h;
-    long long q_row0;  // element offset of q[b, h, 0, 0] (and, times E/D, of o)
-    long long kv_row0; // element offset of k[b, g, 0, 0] / D (the key row index)
+    long long q_row0;   // row index of q[b, h, 0] in q viewed as rows: times D its offset
+                        // in q, times E in o; plus t, lse's index
+    long long kv_row0;  // row index of k[b, g, 0] (g = h / (H/G)): times D in k, times E in v
 
     __device__ Head(int H, int G, int T, int S)
         : b(blockIdx.z), h(blockIdx.y),

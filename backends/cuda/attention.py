@@ -122,13 +122,14 @@ def _device_values_ok(name: str, x) -> None:
         raise ValueError(f"{name}: +inf and NaN are not allowed (use -inf or mask to forbid a key)")
 
 
-def _check(q, k, v, bias, mask, dtypes: tuple[np.dtype, ...], what: str) -> AttentionShape:
+def _check(q, k, v, bias, mask, causal, dtypes: tuple[np.dtype, ...], what: str) -> AttentionShape:
     """The spec's checks (layout on shape proxies for GPU arrays), then the kernels' limits."""
     def proxy(x):
         return _launch.shape_proxy(x) if _launch.is_cupy_array(x) else x
 
-    shape = check_attention_inputs(proxy(q), proxy(k), proxy(v), bias=None if bias is None
-                                   else proxy(bias), mask=None if mask is None else proxy(mask))
+    shape = check_attention_inputs(proxy(q), proxy(k), proxy(v), causal=causal,
+                                   bias=None if bias is None else proxy(bias),
+                                   mask=None if mask is None else proxy(mask))
     if bias is not None and _launch.is_cupy_array(bias):
         _device_values_ok("bias", bias)
     if np.dtype(q.dtype) not in dtypes:
@@ -156,11 +157,9 @@ def prepare(q_BHTD, k_BGSD, v_BGSE, *, causal, scale, bias, mask, tile_t, tile_s
     are on the GPU (CuPy, C-contiguous) and are copied from NumPy; ``bias`` keeps its
     broadcast shape (the kernels address it through strides).
     """
-    shape = _check(q_BHTD, k_BGSD, v_BGSE, bias, mask, dtypes, what)
+    shape = _check(q_BHTD, k_BGSD, v_BGSE, bias, mask, causal, dtypes, what)
     check_tile("tile_t", tile_t)
     check_tile("tile_s", tile_s)
-    if not isinstance(causal, (bool, np.bool_)):
-        raise TypeError(f"causal: expected a bool, got {type(causal).__name__}")
     head_dim_bucket(shape)
     arrays = _launch.Arrays(_launch.engine(), q_BHTD, k_BGSD, v_BGSE,
                             *(x for x in (bias, mask) if x is not None))

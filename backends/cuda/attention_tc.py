@@ -172,15 +172,15 @@ def _check_bias_values(bias) -> None:
 def _check(q, k, v, *, causal, scale, bias, mask, tile_t, tile_s, element: str) -> AttentionShape:
     """The spec's checks, then this kernel's limits; no device needed.
 
-    Order: layout, dtype agreement and values as the spec checks them (a float32 call
-    gets the spec's messages for every other mistake), then tiles, scale and causal,
-    then the element type this entry point takes, then the head sizes built.
+    Order: causal, layout, dtype agreement and values as the spec checks them (a float32
+    call gets the spec's messages for every other mistake), then tiles and scale, then
+    the element type this entry point takes, then the head sizes built.
     """
     mask_view = None if mask is None else _proxy(mask)
     if element == "float16":
         bias_view = None if bias is None else _proxy(bias)
         shape = check_attention_inputs(_proxy(q), _proxy(k), _proxy(v), bias=bias_view,
-                                       mask=mask_view)
+                                       mask=mask_view, causal=causal)
         if bias is not None and _launch.is_cupy_array(bias):
             _check_bias_values(bias)
     else:
@@ -199,14 +199,12 @@ def _check(q, k, v, *, causal, scale, bias, mask, tile_t, tile_s, element: str) 
             bias_view = (from_bf16_bits(bias) if isinstance(bias, np.ndarray)
                          else _proxy(bias, np.float32))
         shape = check_attention_inputs(*(_proxy(x, np.float32) for x in (q, k, v)),
-                                       bias=bias_view, mask=mask_view)
+                                       bias=bias_view, mask=mask_view, causal=causal)
         if bias is not None and _launch.is_cupy_array(bias):
             _check_bias_values(from_bf16_bits(bias))
     check_tile("tile_t", tile_t)
     check_tile("tile_s", tile_s)
     check_scale(scale, shape.D)
-    if not isinstance(causal, (bool, np.bool_)):
-        raise TypeError(f"causal: expected a bool, got {type(causal).__name__}")
     if element == "float16" and np.dtype(q.dtype) != np.float16:
         raise TypeError(f"q_BHTD, k_BGSD, v_BGSE: the tensor-core attention kernel takes "
                         f"{_TAKES['float16']}, got {np.dtype(q.dtype)}")

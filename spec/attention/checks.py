@@ -73,17 +73,20 @@ def _check_broadcastable(name: str, x: np.ndarray, full: tuple[int, ...]) -> Non
 
 
 def check_attention_inputs(
-    q_BHTD, k_BGSD, v_BGSE, *, bias=None, mask=None
+    q_BHTD, k_BGSD, v_BGSE, *, bias=None, mask=None, causal=False
 ) -> AttentionShape:
-    """Validate q, k, v and the optional bias and mask; return the problem sizes.
+    """Validate q, k, v, the optional bias and mask, and ``causal``; return the problem sizes.
 
     Rules: q, k, v are 4-D float arrays of one dtype; B and the key/value length S
     agree; G (key/value heads) divides H (query heads), which covers MHA (G = H),
     GQA and MQA (G = 1); ``bias`` is a float array of the same dtype and ``mask`` a
     bool array, both 4-D with each dimension 1 or equal to (B, H, T, S). ``bias``
     may hold -inf (a masked score) but not +inf or NaN, which define no
-    probability.
+    probability. ``causal`` is a bool (NumPy's too): a truthy string or array would
+    otherwise pick a mask silently.
     """
+    if not isinstance(causal, (bool, np.bool_)):
+        raise TypeError(f"causal: expected a bool, got {type(causal).__name__}")
     _check_array("q_BHTD", q_BHTD, 4, "BHTD")
     _check_array("k_BGSD", k_BGSD, 4, "BGSD")
     _check_array("v_BGSE", v_BGSE, 4, "BGSE")

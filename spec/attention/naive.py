@@ -79,7 +79,8 @@ def attention(
         is defined, not NaN: o = 0 and lse = -inf. NaN in q, k or v propagates to the
         rows that read it; bias rejects NaN and +inf.
     """
-    B, H, G, T, S, D, E = check_attention_inputs(q_BHTD, k_BGSD, v_BGSE, bias=bias, mask=mask)
+    B, H, G, T, S, D, E = check_attention_inputs(q_BHTD, k_BGSD, v_BGSE, bias=bias, mask=mask,
+                                                   causal=causal)
     dtype = q_BHTD.dtype
     scale = dtype.type(check_scale(scale, D))
     k_BHSD = expand_kv_heads(k_BGSD, H)

@@ -46,8 +46,8 @@ class _Problem(NamedTuple):
     mask_BHTS: np.ndarray | None
 
 
-def _prepare(q_BHTD, k_BGSD, v_BGSE, scale, bias, mask, tile_t, tile_s) -> _Problem:
-    shape = check_attention_inputs(q_BHTD, k_BGSD, v_BGSE, bias=bias, mask=mask)
+def _prepare(q_BHTD, k_BGSD, v_BGSE, scale, bias, mask, causal, tile_t, tile_s) -> _Problem:
+    shape = check_attention_inputs(q_BHTD, k_BGSD, v_BGSE, bias=bias, mask=mask, causal=causal)
     check_tile("tile_t", tile_t)
     check_tile("tile_s", tile_s)
     full = (shape.B, shape.H, shape.T, shape.S)
@@ -120,7 +120,7 @@ def flash_forward(
         arises. With ``causal``, key tiles wholly in a query tile's future are
         skipped.
     """
-    pb = _prepare(q_BHTD, k_BGSD, v_BGSE, scale, bias, mask, tile_t, tile_s)
+    pb = _prepare(q_BHTD, k_BGSD, v_BGSE, scale, bias, mask, causal, tile_t, tile_s)
     B, H, G, T, S, D, E = pb.shape
     dtype = q_BHTD.dtype
     zero, minus_inf = dtype.type(0), dtype.type(-np.inf)
@@ -196,7 +196,7 @@ def flash_backward(
         Computes in the input dtype. Masked scores and rows with no visible key
         (lse = -inf) have P = 0 and so contribute nothing; their dq is 0.
     """
-    pb = _prepare(q_BHTD, k_BGSD, v_BGSE, scale, bias, mask, tile_t, tile_s)
+    pb = _prepare(q_BHTD, k_BGSD, v_BGSE, scale, bias, mask, causal, tile_t, tile_s)
     check_backward_inputs(pb.shape, q_BHTD, o_BHTE, lse_BHT, do_BHTE)
     B, H, G, T, S, D, E = pb.shape
     dtype = q_BHTD.dtype

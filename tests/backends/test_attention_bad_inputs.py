@@ -78,6 +78,8 @@ BAD_OPTIONS = [
     ("tile_s float", {"tile_s": 2.0}, TypeError, r"tile_s: expected a positive int"),
     ("scale bool", {"scale": True}, TypeError, r"scale: expected a real number"),
     ("scale NaN", {"scale": float("nan")}, ValueError, r"scale: expected a finite number"),
+    ("causal str", {"causal": "yes"}, TypeError, r"causal: expected a bool, got str"),
+    ("causal array", {"causal": np.array([True, False])}, TypeError, r"causal: expected a bool"),
 ]
 
 
