@@ -79,11 +79,14 @@ def rates(ms: float, nbytes: int, flops: int, dtype: np.dtype) -> str:
             f"{bandwidth / 1e9:.0f})  {flop_part}  [{nbytes} B, {flops} FLOP]")
 
 
-def torch_sdpa_ms(B: int, H: int, T: int, D: int, causal: bool, dtype: str) -> float | None:
+def torch_sdpa_ms(B: int, H: int, T: int, D: int, causal: bool, dtype: str, *,
+                  backward: bool = False) -> float | None:
     """Median ms of PyTorch's scaled_dot_product_attention on this GPU (B, H, T=S, D=E),
     or None where PyTorch with CUDA is not installed: the anchor of the kernels' timings.
 
-    With T = S, PyTorch's causal mask (top-left) is the spec's (bottom-right).
+    ``backward``: the time of its backward alone (the gradients of q, k, v given dO;
+    the forward excluded). With T = S, PyTorch's causal mask (top-left) is the spec's
+    (bottom-right).
     """
     try:
         import torch
@@ -92,10 +95,18 @@ def torch_sdpa_ms(B: int, H: int, T: int, D: int, causal: bool, dtype: str) -> f
     if not torch.cuda.is_available():
         return None
     dt = getattr(torch, dtype)
-    q, k, v = (torch.randn(B, H, T, D, device="cuda", dtype=dt) for _ in range(3))
+    q, k, v = (torch.randn(B, H, T, D, device="cuda", dtype=dt, requires_grad=backward)
+               for _ in range(3))
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    if backward:
+        o = sdpa(q, k, v, is_causal=causal)
+        do = torch.randn_like(o)
 
-    def call():
-        torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        def call():
+            torch.autograd.grad(o, (q, k, v), do, retain_graph=True)
+    else:
+        def call():
+            sdpa(q, k, v, is_causal=causal)
 
     call()
     times = []

@@ -134,6 +134,50 @@ __device__ __forceinline__ void load_rows(float* dst, int pitch, const float* sr
     }
 }
 
+// x[r] = Σ_i tile[row0 + r][i] · vec[i] for the STEP rows from row0 and i < round4(n): plain
+// products added in the order of i (the rule of scores and dP, attention_common.cuh). The
+// tile's rows are HEAD_DIM floats; `vec` is a register array or a shared-memory row.
+template <typename Vec>
+__device__ __forceinline__ void tile_dots(float (&x)[STEP], const float* tile, int row0,
+                                          const Vec& vec, int n) {
+#pragma unroll
+    for (int r = 0; r < STEP; ++r) x[r] = 0.0f;
+#pragma unroll
+    for (int i4 = 0; i4 < HEAD_DIM; i4 += 4) {
+        if (i4 < n) {
+#pragma unroll
+            for (int r = 0; r < STEP; ++r) {
+                const float4 t4 = load4(&tile[(row0 + r) * HEAD_DIM + i4]);
+#pragma unroll
+                for (int c = 0; c < 4; ++c) x[r] = x[r] + lane4(t4, c) * vec[i4 + c];
+            }
+        }
+    }
+}
+
+// acc[i] += Σ_r w[r] · tile[row0 + r][i] over the rows with ok[r], for i < round4(n): the
+// STEP terms of a column fused (fmaf) in the order of r, then added to the accumulator.
+__device__ __forceinline__ void add_weighted_rows(float (&acc)[HEAD_DIM], const float (&w)[STEP],
+                                                  const bool (&ok)[STEP], const float* tile,
+                                                  int row0, int n) {
+#pragma unroll
+    for (int i4 = 0; i4 < HEAD_DIM; i4 += 4) {
+        if (i4 < n) {
+            float4 t4[STEP];
+#pragma unroll
+            for (int r = 0; r < STEP; ++r) t4[r] = load4(&tile[(row0 + r) * HEAD_DIM + i4]);
+#pragma unroll
+            for (int c = 0; c < 4; ++c) {
+                float part = 0.0f;
+#pragma unroll
+                for (int r = 0; r < STEP; ++r)
+                    if (ok[r]) part = fmaf(w[r], lane4(t4[r], c), part);
+                acc[i4 + c] = acc[i4 + c] + part;
+            }
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------- delta
 
 extern "C" __global__ void __launch_bounds__(ROWS_DELTA)
@@ -236,19 +280,7 @@ extern "C" __global__ void __launch_bounds__(KEYS_KV, 1) attention_backward_dkdv
 
                 // score = q·k, plain products in the order of d
                 float x[STEP];
-#pragma unroll
-                for (int r = 0; r < STEP; ++r) x[r] = 0.0f;
-#pragma unroll
-                for (int d4 = 0; d4 < HEAD_DIM; d4 += 4) {
-                    if (d4 < D) {
-#pragma unroll
-                        for (int r = 0; r < STEP; ++r) {
-                            const float4 q4 = load4(&q_tile[(t + r) * HEAD_DIM + d4]);
-#pragma unroll
-                            for (int c = 0; c < 4; ++c) x[r] = x[r] + lane4(q4, c) * k_row[d4 + c];
-                        }
-                    }
-                }
+                tile_dots(x, q_tile, t, k_row, D);
                 // P = exp(scale · q·k + bias - lse), 0 where masked
                 float p[STEP];
 #pragma unroll
@@ -286,22 +318,7 @@ extern "C" __global__ void __launch_bounds__(KEYS_KV, 1) attention_backward_dkdv
                 float ds[STEP];
 #pragma unroll
                 for (int r = 0; r < STEP; ++r) ds[r] = p[r] * (dp[r] - delta_tile[t + r]);
-#pragma unroll
-                for (int d4 = 0; d4 < HEAD_DIM; d4 += 4) {
-                    if (d4 < D) {
-                        float4 q4[STEP];
-#pragma unroll
-                        for (int r = 0; r < STEP; ++r) q4[r] = load4(&q_tile[(t + r) * HEAD_DIM + d4]);
-#pragma unroll
-                        for (int c = 0; c < 4; ++c) {
-                            float part = 0.0f;
-#pragma unroll
-                            for (int r = 0; r < STEP; ++r)
-                                if (ok[r]) part = fmaf(ds[r], lane4(q4[r], c), part);
-                            dk[d4 + c] = dk[d4 + c] + part;
-                        }
-                    }
-                }
+                add_weighted_rows(dk, ds, ok, q_tile, t, D);
             }
         }
     }
@@ -382,36 +399,10 @@ extern "C" __global__ void __launch_bounds__(ROWS_Q) attention_backward_dq(DQ_PA
 #pragma unroll
             for (int r = 0; r < STEP; ++r) ok[r] = j + r < ns && sk0 + j + r < s_end;
 
-            // score = q·k, plain products in the order of d
-            float x[STEP];
-#pragma unroll
-            for (int r = 0; r < STEP; ++r) x[r] = 0.0f;
-#pragma unroll
-            for (int d4 = 0; d4 < HEAD_DIM; d4 += 4) {
-                if (d4 < D) {
-#pragma unroll
-                    for (int r = 0; r < STEP; ++r) {
-                        const float4 k4 = load4(&k_tile[(j + r) * HEAD_DIM + d4]);
-#pragma unroll
-                        for (int c = 0; c < 4; ++c) x[r] = x[r] + q_row[d4 + c] * lane4(k4, c);
-                    }
-                }
-            }
-            // dP = dO·v, plain products in the order of e
-            float dp[STEP];
-#pragma unroll
-            for (int r = 0; r < STEP; ++r) dp[r] = 0.0f;
-#pragma unroll
-            for (int e4 = 0; e4 < HEAD_DIM; e4 += 4) {
-                if (e4 < E) {
-#pragma unroll
-                    for (int r = 0; r < STEP; ++r) {
-                        const float4 v4 = load4(&v_tile[(j + r) * HEAD_DIM + e4]);
-#pragma unroll
-                        for (int c = 0; c < 4; ++c) dp[r] = dp[r] + do_row[e4 + c] * lane4(v4, c);
-                    }
-                }
-            }
+            // score = q·k, plain products in the order of d;  dP = dO·v, in the order of e
+            float x[STEP], dp[STEP];
+            tile_dots(x, k_tile, j, q_row, D);
+            tile_dots(dp, v_tile, j, do_row, E);
             // P = exp(scale · q·k + bias - lse), 0 where masked;  dS = P ∘ (dP - Δ)
             float ds[STEP];
 #pragma unroll
@@ -424,22 +415,7 @@ extern "C" __global__ void __launch_bounds__(ROWS_Q) attention_backward_dq(DQ_PA
                 }
             }
             // dQ += dS K (keys in order)
-#pragma unroll
-            for (int d4 = 0; d4 < HEAD_DIM; d4 += 4) {
-                if (d4 < D) {
-                    float4 k4[STEP];
-#pragma unroll
-                    for (int r = 0; r < STEP; ++r) k4[r] = load4(&k_tile[(j + r) * HEAD_DIM + d4]);
-#pragma unroll
-                    for (int c = 0; c < 4; ++c) {
-                        float part = 0.0f;
-#pragma unroll
-                        for (int r = 0; r < STEP; ++r)
-                            if (ok[r]) part = fmaf(ds[r], lane4(k4[r], c), part);
-                        dq[d4 + c] = dq[d4 + c] + part;
-                    }
-                }
-            }
+            add_weighted_rows(dq, ds, ok, k_tile, j, D);
         }
     }
     if (!has_row) return;  // after the last barrier

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import statistics
 import sys
 from typing import NamedTuple
 
@@ -309,42 +308,10 @@ def _time(args, rng) -> None:
         ms = _timing.time_ms(run, repeats=5)
         line = f"  causal={causal!s:5s} " + _timing.rates(ms, nbytes, flops(call.shape, causal),
                                                           np.float32)
-        sdpa = torch_sdpa_backward_ms(B, H, T, D, causal)
+        sdpa = _timing.torch_sdpa_ms(B, H, T, D, causal, "float32", backward=True)
         if sdpa is not None:
             line += f"  PyTorch SDPA backward {sdpa:.3f} ms: {sdpa / ms:.2f}x SDPA's throughput"
         print(line)
-
-
-def torch_sdpa_backward_ms(B: int, H: int, T: int, D: int, causal: bool) -> float | None:
-    """Median ms of the backward of PyTorch's scaled_dot_product_attention (float32,
-    B, H, T=S, D=E; the forward excluded), or None without PyTorch with CUDA.
-
-    With T = S, PyTorch's causal mask (top-left) is the spec's (bottom-right).
-    """
-    try:
-        import torch
-    except ImportError:
-        return None
-    if not torch.cuda.is_available():
-        return None
-    q, k, v = (torch.randn(B, H, T, D, device="cuda", dtype=torch.float32, requires_grad=True)
-               for _ in range(3))
-    o = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
-    do = torch.randn_like(o)
-
-    def call():
-        torch.autograd.grad(o, (q, k, v), do, retain_graph=True)
-
-    call()
-    times = []
-    for _ in range(5):
-        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        call()
-        stop.record()
-        stop.synchronize()
-        times.append(start.elapsed_time(stop))
-    return statistics.median(times)
 
 
 if __name__ == "__main__":

@@ -37,8 +37,7 @@ def fake_gpu(monkeypatch):
 
     monkeypatch.setattr(_timing, "time_ms", time_ms)
     monkeypatch.setattr(_timing, "peaks", lambda: (1e12, 1e13))
-    monkeypatch.setattr(_timing, "torch_sdpa_ms", lambda *args: 2.0)
-    monkeypatch.setattr(backward, "torch_sdpa_backward_ms", lambda *args: 2.0)
+    monkeypatch.setattr(_timing, "torch_sdpa_ms", lambda *args, backward=False: 2.0)
     return calls
 
 
