@@ -52,10 +52,13 @@ def find_repo_root(start: Path) -> Path:
 
 
 ROOT = find_repo_root(Path.cwd().resolve())
-# `spec` and `backends` are pip-installed, but `tests` (the strategies and the
-# conformance checks used by the exercises) is not: put the checkout first on the path.
+# `tests` (the strategies and conformance checks the exercises use) is not installed,
+# and this notebook may run where the package is not either: put the checkout first on
+# the path.
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from backends.lesson_kit import show_source, verdict  # noqa: E402
 
 SMALL = os.environ.get("ATTNSPEC_LESSON_MODE", "").lower() == "small"
 if SMALL:
@@ -203,19 +206,6 @@ assert worst == 0.0
 
 
 # %%
-def show_source(fn, start: str | None = None, stop: str | None = None) -> None:
-    """Print the source of ``fn`` from the line containing ``start`` through ``stop``.
-
-    Falls back to the whole function when a marker is not found, so an edit of the
-    spec can never make this cell lie or fail.
-    """
-    lines = inspect.getsource(fn).splitlines()
-    i = next((n for n, line in enumerate(lines) if start and start in line), 0)
-    j = next((n for n, line in enumerate(lines[i:], i) if stop and stop in line), len(lines) - 1)
-    print(f"# {inspect.getsourcefile(fn)}, {fn.__name__}\n")
-    print("\n".join(lines[i : j + 1]))
-
-
 show_source(naive.attention, start="= check_attention_inputs", stop="return AttentionOut")
 
 # %% [markdown]
@@ -729,28 +719,6 @@ print(f"  predicted speed-up {t_naive / t_flash:.1f}×")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from spec.tolerance import assert_close  # noqa: E402
-
-
-def _name(fn) -> str:
-    """How check results name a function: module.name unless it was defined here."""
-    name = getattr(fn, "__qualname__", repr(fn))
-    module = getattr(fn, "__module__", "__main__")
-    return name if module == "__main__" else f"{module}.{name}"
-
-
-def verdict(fn, run, passed: str) -> bool:
-    """Call ``run()``; print TODO (not written yet), FAIL (with the reason) or PASS."""
-    name = _name(fn)
-    try:
-        run()
-    except NotImplementedError:
-        print(f"TODO {name}: not written yet; fill in its body and run this cell again")
-        return False
-    except Exception as exc:  # noqa: BLE001 - report any failure as a FAIL line
-        print(f"FAIL {name}: {type(exc).__name__}: {exc}")
-        return False
-    print(f"PASS {name}: {passed}")
-    return True
 
 
 def finish(m_T, l_T, acc_TE):

@@ -36,7 +36,6 @@
 # %%
 # %matplotlib inline
 import contextlib
-import inspect
 import math
 import os
 import re
@@ -61,10 +60,13 @@ def find_repo_root(start: Path) -> Path:
 
 
 ROOT = find_repo_root(Path.cwd().resolve())
-# `spec` and `backends` are pip-installed, but `tests` (the strategies and the
-# conformance checks used by the exercises) is not: put the checkout first on the path.
+# `tests` (the strategies and conformance checks the exercises use) is not installed,
+# and this notebook may run where the package is not either: put the checkout first on
+# the path.
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from backends.lesson_kit import check_name, show_source, verdict  # noqa: E402
 
 SMALL = os.environ.get("ATTNSPEC_LESSON_MODE", "").lower() == "small"
 if SMALL:
@@ -161,19 +163,6 @@ print(f"registers per thread with all {threads_sm} threads of an SM resident: "
 # below maps to one of these.
 
 # %%
-def show_source(fn, start: str | None = None, stop: str | None = None) -> None:
-    """Print the source of ``fn`` from the line containing ``start`` through ``stop``.
-
-    Falls back to the whole function when a marker is not found, so an edit of the
-    spec can never make this cell lie or fail.
-    """
-    lines = inspect.getsource(fn).splitlines()
-    i = next((n for n, line in enumerate(lines) if start and start in line), 0)
-    j = next((n for n, line in enumerate(lines[i:], i) if stop and stop in line), len(lines) - 1)
-    print(f"# {inspect.getsourcefile(fn)}, {fn.__name__}\n")
-    print("\n".join(lines[i : j + 1]))
-
-
 show_source(tiled.flash_forward, start="for s0 in range", stop="m_BHC = m_new_BHC")
 
 # %% [markdown]
@@ -1001,28 +990,6 @@ LESSON_PROBLEMS = (
 )
 
 
-def _name(fn) -> str:
-    """How check results name a function: module.name unless it was defined here."""
-    name = getattr(fn, "__qualname__", repr(fn))
-    module = getattr(fn, "__module__", "__main__")
-    return name if module == "__main__" else f"{module}.{name}"
-
-
-def verdict(fn, run, passed: str) -> bool:
-    """Call ``run()``; print TODO (not written yet), FAIL (with the reason) or PASS."""
-    name = _name(fn)
-    try:
-        run()
-    except NotImplementedError:
-        print(f"TODO {name}: not written yet; fill in your part and run this cell again")
-        return False
-    except Exception as exc:  # noqa: BLE001 - report any failure as a FAIL line
-        print(f"FAIL {name}: {type(exc).__name__}: {exc}")
-        return False
-    print(f"PASS {name}: {passed}")
-    return True
-
-
 def check(fn, *, dtypes=(np.float64, np.float32), max_examples: int = HYPOTHESIS_EXAMPLES) -> bool:
     """Run the project's forward conformance check on ``fn``; print PASS / FAIL / TODO."""
 
@@ -1136,7 +1103,7 @@ def forward_from_warp_step(step):
             lse_BHT[:, :, t0:t1] = np.where(empty_BHR, minus_inf, m_BHR + np.log(l_safe_BHR))
         return naive.AttentionOut(o_BHTE, lse_BHT)
 
-    forward.__qualname__ = f"forward_from_warp_step({_name(step)})"
+    forward.__qualname__ = f"forward_from_warp_step({check_name(step)})"
     return forward
 
 
