@@ -9,6 +9,7 @@ lanes per SM of its compute capability (NVIDIA CUDA C++ Programming Guide,
 
 from __future__ import annotations
 
+import argparse
 import statistics
 from collections.abc import Callable
 
@@ -118,3 +119,18 @@ def torch_sdpa_ms(B: int, H: int, T: int, D: int, causal: bool, dtype: str, *,
         stop.synchronize()
         times.append(start.elapsed_time(stop))
     return statistics.median(times)
+
+
+def attention_arguments(main_doc: str, argv: list[str] | None,
+                        head_dims: tuple[int, ...] | None = None) -> argparse.Namespace:
+    """The command line of the attention launchers' ``main()``: the timed size (B, H,
+    T = S, D = E; default the issue's B=4, H=16, T=4096, D=128) and ``--sanitize``."""
+    parser = argparse.ArgumentParser(description=main_doc.split("\n")[0])
+    parser.add_argument("--B", type=int, default=4)
+    parser.add_argument("--H", type=int, default=16)
+    parser.add_argument("--T", type=int, default=4096)
+    parser.add_argument("--D", type=int, default=128, choices=head_dims)
+    parser.add_argument("--sanitize", action="store_true",
+                        help="validate at a small size and skip timing")
+    return parser.parse_args(argv)
+

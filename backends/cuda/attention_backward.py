@@ -26,7 +26,6 @@ attention_backward.cu). The forward is :mod:`backends.cuda.attention`, whose
 
 from __future__ import annotations
 
-import argparse
 import functools
 import sys
 from typing import NamedTuple
@@ -264,14 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     where PyTorch with CUDA is installed. ``--sanitize`` validates only, at the small
     size (for compute-sanitizer).
     """
-    parser = argparse.ArgumentParser(description=main.__doc__.split("\n")[0])
-    parser.add_argument("--B", type=int, default=4)
-    parser.add_argument("--H", type=int, default=16)
-    parser.add_argument("--T", type=int, default=4096)
-    parser.add_argument("--D", type=int, default=128)
-    parser.add_argument("--sanitize", action="store_true",
-                        help="validate at a small size and skip timing")
-    args = parser.parse_args(argv)
+    args = _timing.attention_arguments(main.__doc__, argv)
     engine = _launch.engine()
     timed = engine == "cupy" and not args.sanitize
     rng = np.random.default_rng(0)

@@ -35,7 +35,6 @@ change the result beyond rounding (the kernel's tiles are 64 x 64).
 
 from __future__ import annotations
 
-import argparse
 import functools
 import sys
 import time
@@ -635,14 +634,7 @@ def main(argv: list[str] | None = None) -> int:
     the same dtype. ``--sanitize``: validation only (for compute-sanitizer). Without a GPU
     (or on the emulator) it says so and returns 0: nothing here can run there.
     """
-    parser = argparse.ArgumentParser(description=main.__doc__.split("\n")[0])
-    parser.add_argument("--B", type=int, default=4)
-    parser.add_argument("--H", type=int, default=16)
-    parser.add_argument("--T", type=int, default=4096)
-    parser.add_argument("--D", type=int, default=128, choices=HEAD_DIMS)
-    parser.add_argument("--sanitize", action="store_true",
-                        help="validate at a small size and skip timing")
-    args = parser.parse_args(argv)
+    args = _timing.attention_arguments(main.__doc__, argv, HEAD_DIMS)
     try:
         _require_gpu()
     except CudaUnavailableError as exc:
