@@ -429,6 +429,38 @@ def test_main_validation_passes_with_the_emulated_kernel(monkeypatch, capsys):
     assert "FAILED" not in out and out.count("vs SIMT v3") == 2 * 3 * 2 * 2  # head sizes, problems, causal, dtypes
 
 
+def test_timing_path_runs_with_the_emulated_kernel(monkeypatch, capsys):
+    """main()'s timing code (GPU only) at a tiny size: CuPy as NumPy, the emulated kernel,
+    every timing 1 ms and SDPA's 2 ms, so that its loops, launches and lines are checked
+    before a GPU is lent."""
+    import argparse
+    import sys
+    import types
+
+    from backends.cuda import _timing
+
+    monkeypatch.setenv(_launch.ENV_VAR, "emulator")
+    monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(asarray=np.asarray))
+
+    def prepare(q, k, v, *, element, **opts):
+        shape = tc._check(q, k, v, element=element, **opts)
+        opts = {n: opts[n] for n in ("causal", "scale", "bias", "mask")}
+        return tc._to_engine("emulator", shape, q, k, v, element=element, **opts)
+
+    run = tc._run
+    monkeypatch.setattr(tc, "_prepare", prepare)
+    monkeypatch.setattr(tc, "_run", lambda element, call, o, lse: run(
+        element, call, o, lse, kernel=_emulated_kernel(element, call.shape.D, None)))
+    monkeypatch.setattr(tc, "tensor_peak", lambda: (1e15, "a stand-in peak"))
+    monkeypatch.setattr(_timing, "peaks", lambda: (1e12, None))
+    monkeypatch.setattr(_timing, "time_ms", lambda fn, repeats=20: (fn(), 1.0)[1])
+    monkeypatch.setattr(_timing, "torch_sdpa_ms", lambda *args, backward=False: 2.0)
+    tc._time(argparse.Namespace(B=1, H=2, T=40, D=64), np.random.default_rng(0))
+    lines = [x for x in capsys.readouterr().out.splitlines() if "causal=" in x]
+    assert len(lines) == 4  # bfloat16 and float16, causal and not
+    assert all("TFLOP/s" in x and "2.00x SDPA's throughput" in x for x in lines), lines
+
+
 # ---------------------------------------------------------------- on a GPU
 
 GPU_PROBLEMS = EMULATED_PROBLEMS + [
