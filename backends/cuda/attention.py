@@ -49,7 +49,7 @@ HEAD_DIMS = (32, 64, 128)
 
 VERSIONS = ("v1", "v2", "v3")
 
-# Per version: (threads per block, query rows per block, keys per tile).
+# Launch shapes (attention.cu's macros): rows a block covers and keys per tile, per version.
 ROWS_V1 = 64  # threads = rows
 KEYS_V1 = 8  # scores held in registers per step
 ROWS_V2 = 64  # threads = rows
