@@ -12,6 +12,8 @@ from typing import NamedTuple
 import numpy as np
 
 from spec.attention.checks import check_attention_inputs, check_scale
+from spec.attention.positional import add_bias, alibi_tile, check_positions, rotate_qk
+from spec.position.rope import RoPE
 
 
 class AttentionOut(NamedTuple):
@@ -54,11 +56,17 @@ def attention(
     scale: float | None = None,
     bias: np.ndarray | None = None,
     mask: np.ndarray | None = None,
+    rope: RoPE | None = None,
+    alibi_slopes: np.ndarray | None = None,
+    alibi_form: str = "linear",
 ) -> AttentionOut:
     """Scaled dot-product softmax attention (the oracle).
 
     Math
         score_ts = scale · q_t · k_s + bias_ts                          (Vaswani et al., 2017, eq. 1)
+        with positions (spec.attention.positional): q_t ← R_i q_t, k_s ← R_s k_s
+        (``rope``) and bias_ts ← bias_ts - m_h · f(|i - s|) (``alibi_slopes``,
+        ``alibi_form``), where query t sits at i = t + S - T
         visible_ts = causal_ts ∧ mask_ts ∧ (score_ts > -inf)
         m_t = max_{s visible} score_ts
         p_ts = exp(score_ts - m_t) · [visible_ts],   l_t = Σ_s p_ts
@@ -68,6 +76,7 @@ def attention(
         q_BHTD, k_BGSD, v_BGSE with G dividing H (MHA G=H, GQA, MQA G=1); query head h
         reads key/value head h // (H/G). ``bias`` (float, q's dtype) and ``mask`` (bool,
         True = may attend) are 4-D with each dimension 1 or equal to (B, H, T, S).
+        ``alibi_slopes`` is a float array of shape (H,); ``rope`` needs D even.
         Returns o_BHTE and lse_BHT.
 
     Numerics
@@ -83,11 +92,15 @@ def attention(
                                                    causal=causal)
     dtype = q_BHTD.dtype
     scale = dtype.type(check_scale(scale, D))
+    pos = check_positions(rope, alibi_slopes, alibi_form, H=H, D=D, dtype=dtype)
+    # q ← R_i q, k ← R_j k
+    q_BHTD, k_BGSD = rotate_qk(q_BHTD, k_BGSD, pos)
     k_BHSD = expand_kv_heads(k_BGSD, H)
     v_BHSE = expand_kv_heads(v_BGSE, H)
 
     # score = scale · q kᵀ + bias
     score_BHTS = scale * np.einsum("BHTD,BHSD->BHTS", q_BHTD, k_BHSD)
+    bias = add_bias(bias, alibi_tile(pos, T, S, 0, T, 0, S, dtype))
     if bias is not None:
         score_BHTS = score_BHTS + bias
     # a -inf score (from bias) is masked; NaN stays visible so that it propagates

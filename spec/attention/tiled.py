@@ -23,6 +23,16 @@ from spec.attention.checks import (
     check_tile,
 )
 from spec.attention.naive import AttentionOut, causal_visible_TS, expand_kv_heads
+from spec.attention.positional import (
+    Positions,
+    add_bias,
+    alibi_tile,
+    check_positions,
+    query_positions,
+    rotate_qk,
+    unrotate,
+)
+from spec.position.rope import RoPE
 
 
 class AttentionGrads(NamedTuple):
@@ -36,24 +46,33 @@ class AttentionGrads(NamedTuple):
 
 
 class _Problem(NamedTuple):
-    """Validated inputs with key/value heads expanded and bias/mask broadcast (views)."""
+    """Validated inputs: q and k rotated (RoPE), key/value heads expanded, bias/mask
+    broadcast (views)."""
 
     shape: AttentionShape
     scale: np.floating
+    pos: Positions
+    q_BHTD: np.ndarray
     k_BHSD: np.ndarray
     v_BHSE: np.ndarray
     bias_BHTS: np.ndarray | None
     mask_BHTS: np.ndarray | None
 
 
-def _prepare(q_BHTD, k_BGSD, v_BGSE, scale, bias, mask, causal, tile_t, tile_s) -> _Problem:
+def _prepare(q_BHTD, k_BGSD, v_BGSE, scale, bias, mask, causal, tile_t, tile_s,
+             rope, alibi_slopes, alibi_form) -> _Problem:
     shape = check_attention_inputs(q_BHTD, k_BGSD, v_BGSE, bias=bias, mask=mask, causal=causal)
     check_tile("tile_t", tile_t)
     check_tile("tile_s", tile_s)
+    pos = check_positions(rope, alibi_slopes, alibi_form, H=shape.H, D=shape.D, dtype=q_BHTD.dtype)
     full = (shape.B, shape.H, shape.T, shape.S)
+    # q ← R_i q, k ← R_j k (once, before the tiles: a rotation has no reduction to tile)
+    q_BHTD, k_BGSD = rotate_qk(q_BHTD, k_BGSD, pos)
     return _Problem(
         shape=shape,
         scale=q_BHTD.dtype.type(check_scale(scale, shape.D)),
+        pos=pos,
+        q_BHTD=q_BHTD,
         k_BHSD=expand_kv_heads(k_BGSD, shape.H),
         v_BHSE=expand_kv_heads(v_BGSE, shape.H),
         bias_BHTS=None if bias is None else np.broadcast_to(bias, full),
@@ -72,10 +91,13 @@ def _tile_is_future(t1: int, s0: int, shape: AttentionShape) -> bool:
 
 def _score_tile(q_BHCD, pb: _Problem, causal, t0, t1, s0, s1):
     """Scores of one (query tile, key tile) pair and which of them are visible."""
-    # score = scale · q kᵀ + bias
+    # score = scale · q kᵀ + (bias + alibi); the ALiBi term is formed per tile, never T x S
     score_BHCC = pb.scale * np.einsum("BHTD,BHSD->BHTS", q_BHCD, pb.k_BHSD[:, :, s0:s1])
-    if pb.bias_BHTS is not None:
-        score_BHCC = score_BHCC + pb.bias_BHTS[:, :, t0:t1, s0:s1]
+    T, S = pb.shape.T, pb.shape.S
+    bias_BHCC = None if pb.bias_BHTS is None else pb.bias_BHTS[:, :, t0:t1, s0:s1]
+    bias_BHCC = add_bias(bias_BHCC, alibi_tile(pb.pos, T, S, t0, t1, s0, s1, q_BHCD.dtype))
+    if bias_BHCC is not None:
+        score_BHCC = score_BHCC + bias_BHCC
     # a -inf score is masked; NaN stays visible so that it propagates, as in the oracle
     visible_BHCC = score_BHCC != -np.inf
     if causal:
@@ -96,6 +118,9 @@ def flash_forward(
     mask: np.ndarray | None = None,
     tile_t: int = 64,
     tile_s: int = 64,
+    rope: RoPE | None = None,
+    alibi_slopes: np.ndarray | None = None,
+    alibi_form: str = "linear",
 ) -> AttentionOut:
     """FlashAttention forward: the oracle computed one key tile at a time.
 
@@ -111,6 +136,8 @@ def flash_forward(
     Shapes
         As :func:`spec.attention.naive.attention`, plus ``tile_t`` (query rows per
         tile) and ``tile_s`` (keys per tile), any positive ints; edge tiles are short.
+        Positional options (``rope``, ``alibi_slopes``, ``alibi_form``) as the oracle:
+        q and k are rotated once up front, the ALiBi term is formed per tile.
 
     Numerics
         Computes in the input dtype. Masking, causal alignment (bottom-right), rows
@@ -120,7 +147,8 @@ def flash_forward(
         arises. With ``causal``, key tiles wholly in a query tile's future are
         skipped.
     """
-    pb = _prepare(q_BHTD, k_BGSD, v_BGSE, scale, bias, mask, causal, tile_t, tile_s)
+    pb = _prepare(q_BHTD, k_BGSD, v_BGSE, scale, bias, mask, causal, tile_t, tile_s,
+                  rope, alibi_slopes, alibi_form)
     B, H, G, T, S, D, E = pb.shape
     dtype = q_BHTD.dtype
     zero, minus_inf = dtype.type(0), dtype.type(-np.inf)
@@ -128,7 +156,7 @@ def flash_forward(
     lse_BHT = np.empty((B, H, T), dtype)
     for t0 in range(0, T, tile_t):
         t1 = min(t0 + tile_t, T)
-        q_BHCD = q_BHTD[:, :, t0:t1]
+        q_BHCD = pb.q_BHTD[:, :, t0:t1]
         m_BHC = np.full((B, H, t1 - t0), minus_inf, dtype)
         l_BHC = np.zeros((B, H, t1 - t0), dtype)
         acc_BHCE = np.zeros((B, H, t1 - t0, E), dtype)
@@ -172,6 +200,9 @@ def flash_backward(
     mask: np.ndarray | None = None,
     tile_t: int = 64,
     tile_s: int = 64,
+    rope: RoPE | None = None,
+    alibi_slopes: np.ndarray | None = None,
+    alibi_form: str = "linear",
 ) -> AttentionGrads:
     """FlashAttention backward: dq, dk, dv from the saved o and lse, recomputing P.
 
@@ -185,7 +216,9 @@ def flash_backward(
             dQ_i += scale · dS K_j,    dK_j += scale · dSᵀ Q_i
     These are the gradients of L = Σ dO ∘ O, with lse treated as an output that
     carries no gradient. Keys of a GQA/MQA group receive the sum over the query
-    heads that read them. ``bias`` and ``mask`` receive no gradient.
+    heads that read them. ``bias``, ``mask`` and the ALiBi slopes receive no
+    gradient. With ``rope`` the products above use the rotated q̃ = R q, k̃ = R k, and
+    the gradients are carried back through the rotation: dq = Rᵀ dq̃, dk = Rᵀ dk̃.
 
     Shapes
         o_BHTE, lse_BHT from :func:`flash_forward` (or the oracle) for the same
@@ -196,7 +229,8 @@ def flash_backward(
         Computes in the input dtype. Masked scores and rows with no visible key
         (lse = -inf) have P = 0 and so contribute nothing; their dq is 0.
     """
-    pb = _prepare(q_BHTD, k_BGSD, v_BGSE, scale, bias, mask, causal, tile_t, tile_s)
+    pb = _prepare(q_BHTD, k_BGSD, v_BGSE, scale, bias, mask, causal, tile_t, tile_s,
+                  rope, alibi_slopes, alibi_form)
     check_backward_inputs(pb.shape, q_BHTD, o_BHTE, lse_BHT, do_BHTE)
     B, H, G, T, S, D, E = pb.shape
     dtype = q_BHTD.dtype
@@ -216,7 +250,7 @@ def flash_backward(
             t1 = min(t0 + tile_t, T)
             if causal and _tile_is_future(t1, s0, pb.shape):
                 continue
-            q_BHCD = q_BHTD[:, :, t0:t1]
+            q_BHCD = pb.q_BHTD[:, :, t0:t1]
             do_BHCE = do_BHTE[:, :, t0:t1]
             score_BHCC, visible_BHCC = _score_tile(q_BHCD, pb, causal, t0, t1, s0, s1)
             visible_BHCC = visible_BHCC & ~empty_BHT[:, :, t0:t1, None]
@@ -233,4 +267,7 @@ def flash_backward(
     group = H // G
     dk_BGSD = dk_BHSD.reshape(B, G, group, S, D).sum(axis=2)
     dv_BGSE = dv_BHSE.reshape(B, G, group, S, E).sum(axis=2)
+    # the gradients above are with respect to the rotated q, k: dq = R_iᵀ dq̃, dk = R_jᵀ dk̃
+    dq_BHTD = unrotate(dq_BHTD, query_positions(T, S), pb.pos)
+    dk_BGSD = unrotate(dk_BGSD, np.arange(S), pb.pos)
     return AttentionGrads(dq_BHTD, dk_BGSD, dv_BGSE)

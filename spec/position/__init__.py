@@ -1,0 +1,1 @@
+"""Positional encodings: RoPE, ALiBi and their harmonic combination."""
