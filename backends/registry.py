@@ -43,6 +43,9 @@ class Entry:
     """Runs only on a GPU (tensor cores): the emulator cannot run it, so its tests need one."""
     head_dims: tuple[int, ...] | None = None
     """Head widths it takes (D = E, one of these; tensor-core tiles), or None for any."""
+    positions: bool = True
+    """Implements the positional keywords (``rope``, ``alibi_slopes``, ``alibi_form``) of
+    an attention op; False where it rejects them (the tensor-core kernel)."""
 
     def load(self) -> Callable:
         """The implementation; for a versioned kernel, with ``version=`` bound."""
@@ -67,6 +70,8 @@ _FWD_SPEC = "spec.attention.tiled:flash_forward"
 _BWD_SPEC = "spec.attention.tiled:flash_backward"
 
 _SOFTMAX_SPEC = "spec.attention.softmax:softmax"
+_VARLEN_SPEC = "spec.attention.varlen:flash_varlen_forward"
+_ROPE_SPEC = "spec.position.rope:rope_qk"
 
 _ENTRIES: tuple[Entry, ...] = (
     Entry("attention.flash_forward", "spec", None, _FWD_SPEC, _FWD_SPEC, (F16, F32, F64)),
@@ -91,9 +96,17 @@ _ENTRIES: tuple[Entry, ...] = (
         for version in ("v1", "v2", "v3")
     ),
     Entry("attention.flash_forward", "cuda", "tc", "backends.cuda.attention_tc:flash_forward",
-          _FWD_SPEC, (F16,), gpu_only=True, head_dims=(64, 128)),
+          _FWD_SPEC, (F16,), gpu_only=True, head_dims=(64, 128), positions=False),
     Entry("attention.flash_backward", "cuda", None,
           "backends.cuda.attention_backward:flash_backward", _BWD_SPEC, (F32,)),
+    Entry("attention.flash_varlen_forward", "spec", None, _VARLEN_SPEC, _VARLEN_SPEC, (F16, F32, F64)),
+    Entry("attention.flash_varlen_forward", "cpu", None,
+          "backends.cpu.varlen:flash_varlen_forward", _VARLEN_SPEC, (F32, F64)),
+    Entry("attention.flash_varlen_forward", "cuda", None,
+          "backends.cuda.attention_varlen:flash_varlen_forward", _VARLEN_SPEC, (F32,)),
+    Entry("position.rope_qk", "spec", None, _ROPE_SPEC, _ROPE_SPEC, (F16, F32, F64)),
+    Entry("position.rope_qk", "cpu", None, "backends.cpu.rope:rope_qk", _ROPE_SPEC, (F32, F64)),
+    Entry("position.rope_qk", "cuda", None, "backends.cuda.rope:rope_qk", _ROPE_SPEC, (F32,)),
 )
 
 

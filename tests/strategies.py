@@ -15,8 +15,14 @@ import numpy as np
 from hypothesis import example
 from hypothesis import strategies as st
 
+from spec.position.alibi import slopes as alibi_slopes
+from spec.position.rope import RoPE
+from spec.position.rope_alibi import harmonic_slopes
+
 BIAS_KINDS = ("none", "full", "per_head", "per_key", "neg_inf")
 MASK_KINDS = ("none", "random", "empty_rows", "per_key")
+ROPE_KINDS = ("none", "rotate_half", "interleaved")
+ALIBI_KINDS = ("none", "linear", "harmonic_number", "harmonic_prior")
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,21 @@ class AttentionProblem:
     tile_t: int = 64
     tile_s: int = 64
     seed: int = 0
+    rope: str = "none"
+    """none | rotate_half | interleaved (D must be even)."""
+    rope_base: float = 10000.0
+    alibi: str = "none"
+    """none | an alibi_form: linear (Press et al.'s slopes) or a harmonic form (slopes 1/h)."""
+
+    def positions(self) -> dict:
+        """The positional keywords of the attention functions for this problem."""
+        out: dict = {}
+        if self.rope != "none":
+            out["rope"] = RoPE(base=self.rope_base, layout=self.rope)
+        if self.alibi != "none":
+            slopes = alibi_slopes(self.H) if self.alibi == "linear" else harmonic_slopes(self.H)
+            out.update(alibi_slopes=slopes, alibi_form=self.alibi)
+        return out
 
     def arrays(self, dtype) -> dict[str, np.ndarray | None]:
         """q, k, v, do, bias and mask in ``dtype`` (mask is bool)."""
@@ -77,7 +98,7 @@ class AttentionProblem:
 
     def options(self, *, tiles: bool = True) -> dict:
         """Keyword options of the attention functions for this problem."""
-        opts = {"causal": self.causal, "scale": self.scale}
+        opts = {"causal": self.causal, "scale": self.scale, **self.positions()}
         if tiles:
             opts.update(tile_t=self.tile_t, tile_s=self.tile_s)
         return opts
@@ -95,8 +116,13 @@ def attention_problems(
     max_len: int = 40,
     max_batch: int = 2,
     max_width: int = 24,
+    positions: bool = False,
 ) -> AttentionProblem:
-    """Problems of up to ``max_len`` positions, biased to the tile edges."""
+    """Problems of up to ``max_len`` positions, biased to the tile edges.
+
+    With ``positions`` some problems also carry RoPE (either layout, the usual base or a
+    small one that turns even nearby positions by large angles) and an ALiBi form.
+    """
     tile_t = draw(st.sampled_from([1, 2, 3, 4, 7, 8, 16, 64]))
     tile_s = draw(st.sampled_from([1, 2, 3, 5, 8, 16, 64]))
     T = _near_tile(draw, min(tile_t, max_len), max_len)
@@ -104,13 +130,20 @@ def attention_problems(
     G = draw(st.sampled_from([1, 2]))
     H = G * draw(st.sampled_from([1, 2, 3]))
     widths = [w for w in (1, 3, 4, 8, 15, 16, 17, 24) if w <= max_width]
+    D = draw(st.sampled_from(widths))
+    rope, alibi = "none", "none"
+    if positions:
+        rope = draw(st.sampled_from(ROPE_KINDS))
+        alibi = draw(st.sampled_from(ALIBI_KINDS))
+        if rope != "none" and D % 2:
+            D += 1  # RoPE rotates pairs
     return AttentionProblem(
         B=draw(st.integers(1, max_batch)),
         H=H,
         G=G,
         T=T,
         S=S,
-        D=draw(st.sampled_from(widths)),
+        D=D,
         E=draw(st.sampled_from(widths)),
         causal=draw(st.booleans()),
         bias=draw(st.sampled_from(BIAS_KINDS)),
@@ -120,6 +153,9 @@ def attention_problems(
         tile_t=tile_t,
         tile_s=tile_s,
         seed=draw(st.integers(0, 2**32 - 1)),
+        rope=rope,
+        rope_base=draw(st.sampled_from([10000.0, 50.0])) if rope != "none" else 10000.0,
+        alibi=alibi,
     )
 
 
@@ -134,10 +170,122 @@ EDGE_PROBLEMS = (
     AttentionProblem(B=1, H=1, G=1, T=5, S=13, D=8, E=8, logit=1e4, tile_t=2, tile_s=4),
 )
 
+# Positional edge cases: T > S (negative query positions), logits of 30 with every form,
+# interleaved pairs with a base that wraps angles, masks on top of the distance bias.
+POSITION_EDGE_PROBLEMS = (
+    AttentionProblem(B=1, H=2, G=1, T=9, S=4, D=4, E=3, causal=True, tile_t=4, tile_s=2,
+                     rope="rotate_half", alibi="linear"),
+    AttentionProblem(B=1, H=3, G=1, T=6, S=17, D=8, E=5, logit=30.0, tile_t=4, tile_s=5,
+                     rope="interleaved", rope_base=50.0, alibi="harmonic_number"),
+    AttentionProblem(B=2, H=4, G=2, T=7, S=7, D=6, E=4, causal=True, mask="empty_rows",
+                     bias="per_head", tile_t=3, tile_s=3, alibi="harmonic_prior"),
+    AttentionProblem(B=1, H=2, G=2, T=1, S=12, D=2, E=2, causal=True, rope="interleaved"),
+)
 
-def with_edge_examples(test):
-    """Pin every problem of EDGE_PROBLEMS on a hypothesis test taking ``problem``."""
-    for p in EDGE_PROBLEMS:
+
+def with_edge_examples(test, *, positions: bool = False):
+    """Pin every problem of EDGE_PROBLEMS (and POSITION_EDGE_PROBLEMS with ``positions``)
+    on a hypothesis test taking ``problem``."""
+    for p in EDGE_PROBLEMS + (POSITION_EDGE_PROBLEMS if positions else ()):
+        test = example(problem=p)(test)
+    return test
+
+
+def with_position_edge_examples(test):
+    return with_edge_examples(test, positions=True)
+
+
+# ---------------------------------------------------------------- packed sequences
+
+
+@dataclass(frozen=True)
+class VarlenProblem:
+    """Packed variable-length attention: per-sequence query and key lengths (0 allowed)
+    and the options every sequence shares."""
+
+    lengths_q: tuple[int, ...]
+    lengths_k: tuple[int, ...]
+    H: int
+    G: int
+    D: int
+    E: int
+    causal: bool = False
+    logit: float = 1.0
+    scale: float | None = None
+    tile_t: int = 64
+    tile_s: int = 64
+    seed: int = 0
+    rope: str = "none"
+    rope_base: float = 10000.0
+    alibi: str = "none"
+
+    def positions(self) -> dict:
+        as_problem = AttentionProblem(B=1, H=self.H, G=self.G, T=1, S=1, D=self.D, E=self.E,
+                                      rope=self.rope, rope_base=self.rope_base, alibi=self.alibi)
+        return as_problem.positions()
+
+    def cu_seqlens(self) -> tuple[np.ndarray, np.ndarray]:
+        """int32 offsets, as FlashAttention takes them."""
+        return (np.concatenate([[0], np.cumsum(self.lengths_q)]).astype(np.int32),
+                np.concatenate([[0], np.cumsum(self.lengths_k)]).astype(np.int32))
+
+    def arrays(self, dtype) -> dict[str, np.ndarray]:
+        """Packed q_THD, k_SGD, v_SGE in ``dtype``."""
+        rng = np.random.default_rng(self.seed)
+        T, S = sum(self.lengths_q), sum(self.lengths_k)
+        q = rng.standard_normal((T, self.H, self.D))
+        if self.logit != 1.0:
+            q = q * (self.logit / (np.sqrt(self.D) * (self.scale or self.D**-0.5)))
+        k = rng.standard_normal((S, self.G, self.D))
+        v = rng.standard_normal((S, self.G, self.E))
+        return {"q": q.astype(dtype), "k": k.astype(dtype), "v": v.astype(dtype)}
+
+    def options(self) -> dict:
+        return {"causal": self.causal, "scale": self.scale, "tile_t": self.tile_t,
+                "tile_s": self.tile_s, **self.positions()}
+
+
+@st.composite
+def varlen_problems(draw, *, max_seqs: int = 4, max_len: int = 30) -> VarlenProblem:
+    """Up to ``max_seqs`` sequences, some empty, lengths biased to tile edges."""
+    tile_t = draw(st.sampled_from([1, 3, 8, 16, 64]))
+    tile_s = draw(st.sampled_from([1, 4, 8, 16, 64]))
+    n = draw(st.integers(1, max_seqs))
+    lengths = st.one_of(st.sampled_from([0, 1, tile_t + 1, max_len]), st.integers(0, max_len))
+    lengths_q = [draw(lengths) for _ in range(n)]
+    lengths_k = [draw(lengths) for _ in range(n)]
+    b = draw(st.integers(0, n - 1))  # at least one sequence with queries and keys
+    lengths_q[b], lengths_k[b] = max(lengths_q[b], 1), max(lengths_k[b], 1)
+    G = draw(st.sampled_from([1, 2]))
+    D = draw(st.sampled_from([2, 4, 8, 16, 24]))
+    E = draw(st.sampled_from([1, 3, 8, 17]))
+    rope = draw(st.sampled_from(ROPE_KINDS))
+    return VarlenProblem(
+        lengths_q=tuple(lengths_q), lengths_k=tuple(lengths_k),
+        H=G * draw(st.sampled_from([1, 2, 3])), G=G, D=D, E=E,
+        causal=draw(st.booleans()),
+        logit=draw(st.sampled_from([1.0, 1.0, 30.0])),
+        scale=draw(st.sampled_from([None, 0.5])),
+        tile_t=tile_t, tile_s=tile_s,
+        seed=draw(st.integers(0, 2**32 - 1)),
+        rope=rope,
+        rope_base=draw(st.sampled_from([10000.0, 50.0])),
+        alibi=draw(st.sampled_from(ALIBI_KINDS)),
+    )
+
+
+VARLEN_EDGE_PROBLEMS = (
+    VarlenProblem(lengths_q=(1,), lengths_k=(1,), H=1, G=1, D=2, E=1),
+    # an empty sequence on each side, a decoding step (T_b = 1), and T_b > S_b under causal
+    VarlenProblem(lengths_q=(0, 3, 1, 9), lengths_k=(4, 0, 12, 5), H=2, G=1, D=4, E=3, causal=True,
+                  tile_t=4, tile_s=4, rope="rotate_half", alibi="linear"),
+    VarlenProblem(lengths_q=(17, 5), lengths_k=(17, 5), H=4, G=2, D=8, E=8, logit=30.0,
+                  tile_t=8, tile_s=8, rope="interleaved", rope_base=50.0, alibi="harmonic_prior"),
+)
+
+
+def with_varlen_edge_examples(test):
+    for p in VARLEN_EDGE_PROBLEMS:
         test = example(problem=p)(test)
     return test
 

@@ -20,9 +20,9 @@ the harmonic-series weight 1/(1 + d)."""
 
 
 def _power_of_two_slopes(n: int) -> list[float]:
-    # the geometric sequence starting at 2^(-8/n) with that same ratio
-    start = 2.0 ** (-8.0 / n)
-    return [start ** (h + 1) for h in range(n)]
+    # the geometric sequence starting at 2^(-8/n) with that same ratio, written as
+    # 2^(-8h/n) so that every slope is one correctly rounded power (exact for 2^-k)
+    return [2.0 ** (-8.0 * (h + 1) / n) for h in range(n)]
 
 
 def slopes(n_heads: int) -> np.ndarray:

@@ -14,6 +14,12 @@ For a working dtype ``dtype`` (see :mod:`spec.tolerance`):
                 rounding order, and together they measure what ``dtype`` costs better
                 than one order's luck does
     out       = the implementation under test, in ``dtype``
+
+With positional options (RoPE, ALiBi forms) the permutations of T and S would move
+positions, so the baselines run on the problem with its positions materialised in
+``dtype`` (q and k rotated, the distance bias added to the bias) through the
+spec's own functions: that is the spec's arithmetic, and it is permutable.
+Implementation and oracle get the positional keywords themselves.
 """
 
 from __future__ import annotations
@@ -23,10 +29,19 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from spec.attention.naive import attention, causal_visible_TS
+from spec.attention.positional import (
+    add_bias,
+    alibi_tile,
+    check_positions,
+    query_positions,
+    rotate_qk,
+    unrotate,
+)
 from spec.attention.softmax import softmax
 from spec.attention.tiled import flash_backward, flash_forward
+from spec.position.rope import rope_qk
 from spec.tolerance import assert_close, oracle_dtype
-from tests.strategies import AttentionProblem, SoftmaxProblem
+from tests.strategies import AttentionProblem, SoftmaxProblem, VarlenProblem
 
 REORDERINGS = 16
 
@@ -92,11 +107,38 @@ def _inputs(problem: AttentionProblem, dtype) -> tuple[_Inputs, _Inputs]:
 
 
 def _reorderings(problem: AttentionProblem) -> list[_Reordering]:
-    rng = np.random.default_rng(problem.seed ^ 0x5EED)
-    return [
-        _Reordering(*(rng.permutation(n) for n in (problem.T, problem.S, problem.D, problem.E)))
-        for _ in range(REORDERINGS)
-    ]
+    return _reorderings_of(problem.T, problem.S, problem.D, problem.E, problem.seed)
+
+
+def _reorderings_of(T: int, S: int, D: int, E: int, seed: int) -> list[_Reordering]:
+    rng = np.random.default_rng(seed ^ 0x5EED)
+    return [_Reordering(*(rng.permutation(n) for n in (T, S, D, E))) for _ in range(REORDERINGS)]
+
+
+def _materialise(x: _Inputs, positions: dict) -> _Inputs:
+    """The same problem without positional options: q, k rotated and the ALiBi term
+    added to the bias, each in x's dtype exactly as the spec computes them."""
+    if not positions:
+        return x
+    B, H, T, D = x.q.shape
+    S = x.k.shape[2]
+    pos = check_positions(positions.get("rope"), positions.get("alibi_slopes"),
+                          positions.get("alibi_form", "linear"), H=H, D=D, dtype=x.q.dtype)
+    q, k = rotate_qk(x.q, x.k, pos)
+    bias = add_bias(x.bias, alibi_tile(pos, T, S, 0, T, 0, S, x.q.dtype))
+    if bias is not None:
+        bias = np.ascontiguousarray(np.broadcast_to(bias, (bias.shape[0], H, T, S)))
+    return x._replace(q=q, k=k, bias=bias)
+
+
+def _unrotate_grads(grads, positions: dict, T: int, S: int):
+    """Gradients with respect to rotated q, k carried back through the rotation."""
+    if "rope" not in positions:
+        return grads
+    dq, dk, dv = grads
+    pos = check_positions(positions["rope"], None, "linear", H=dq.shape[1], D=dq.shape[3],
+                          dtype=dq.dtype)
+    return unrotate(dq, query_positions(T, S), pos), unrotate(dk, np.arange(S), pos), dv
 
 
 def _check_dtype_kept(name: str, x: np.ndarray, dtype) -> None:
@@ -116,14 +158,16 @@ def check_forward(fn: Callable, problem: AttentionProblem, dtype, *, spec_fn=fla
     dtype = np.dtype(dtype)
     x, w = _inputs(problem, dtype)
     tiles = {"tile_t": problem.tile_t, "tile_s": problem.tile_s}
+    positions = problem.positions()
 
     def run(f, y: _Inputs, **extra):
         return f(y.q, y.k, y.v, bias=y.bias, mask=y.mask, causal=y.causal, scale=problem.scale, **extra)
 
-    oracle = run(attention, w)
-    baselines = [run(spec_fn, x, **tiles)]
-    baselines += [r.undo_outputs(*run(spec_fn, r.apply(x), **tiles)) for r in _reorderings(problem)]
-    out = run(fn, x, **tiles)
+    oracle = run(attention, w, **positions)
+    xm = _materialise(x, positions)
+    baselines = [run(spec_fn, xm, **tiles)]
+    baselines += [r.undo_outputs(*run(spec_fn, r.apply(xm), **tiles)) for r in _reorderings(problem)]
+    out = run(fn, x, **tiles, **positions)
     _assert_all(("o_BHTE", "lse_BHT"), out, oracle, baselines, dtype, problem)
 
 
@@ -144,18 +188,92 @@ def check_backward(
     dtype = np.dtype(dtype)
     x, w = _inputs(problem, dtype)
     tiles = {"tile_t": problem.tile_t, "tile_s": problem.tile_s}
+    positions = problem.positions()
 
-    def run(fwd_fn, bwd_fn, y: _Inputs):
-        opts = {"bias": y.bias, "mask": y.mask, "causal": y.causal, "scale": problem.scale, **tiles}
+    def run(fwd_fn, bwd_fn, y: _Inputs, **extra):
+        opts = {"bias": y.bias, "mask": y.mask, "causal": y.causal, "scale": problem.scale,
+                **tiles, **extra}
         fwd = fwd_fn(y.q, y.k, y.v, **opts)
         return bwd_fn(y.q, y.k, y.v, *fwd, y.do, **opts)
 
-    oracle = run(flash_forward, flash_backward, w)
-    baselines = [run(flash_forward, spec_fn, x)]
+    def back(grads):
+        return _unrotate_grads(grads, positions, problem.T, problem.S)
+
+    oracle = run(flash_forward, flash_backward, w, **positions)
+    xm = _materialise(x, positions)
+    baselines = [back(run(flash_forward, spec_fn, xm))]
     for r in _reorderings(problem):
-        baselines.append(r.undo_grads(*run(flash_forward, spec_fn, r.apply(x))))
-    out = run(forward_fn, fn, x)
+        baselines.append(back(r.undo_grads(*run(flash_forward, spec_fn, r.apply(xm)))))
+    out = run(forward_fn, fn, x, **positions)
     _assert_all(("dq_BHTD", "dk_BGSD", "dv_BGSE"), out, oracle, baselines, dtype, problem)
+
+
+def check_varlen(fn: Callable, problem: VarlenProblem, dtype) -> None:
+    """``fn`` (flash_varlen_forward's signature) agrees with the oracle run per sequence.
+
+    Oracle and baselines are built sequence by sequence exactly as in
+    :func:`check_forward` (each sequence its own problem, positions from 0) and packed;
+    ``fn`` runs once on the packed batch. Rows of a sequence without keys must be
+    o = 0, lse = -inf in every one of them.
+    """
+    dtype = np.dtype(dtype)
+    wide = oracle_dtype(dtype)
+    a = problem.arrays(dtype)
+    positions = problem.positions()
+    cu_q, cu_k = problem.cu_seqlens()
+    T, H, E = a["q"].shape[0], problem.H, problem.E
+    tiles = {"tile_t": problem.tile_t, "tile_s": problem.tile_s}
+
+    def empty(dt):
+        return np.zeros((T, H, E), dt), np.full((H, T), -np.inf, dt)
+
+    oracle = empty(wide)
+    baselines = [empty(dtype) for _ in range(1 + REORDERINGS)]
+
+    def store(into, o_BHTE, lse_BHT, t0, t1):
+        into[0][t0:t1] = o_BHTE[0].transpose(1, 0, 2)
+        into[1][:, t0:t1] = lse_BHT[0]
+
+    for b in range(len(problem.lengths_q)):
+        t0, t1, s0, s1 = cu_q[b], cu_q[b + 1], cu_k[b], cu_k[b + 1]
+        if t0 == t1 or s0 == s1:
+            continue
+        x = _Inputs(
+            q=a["q"][t0:t1].transpose(1, 0, 2)[None], k=a["k"][s0:s1].transpose(1, 0, 2)[None],
+            v=a["v"][s0:s1].transpose(1, 0, 2)[None], do=np.zeros((1, H, t1 - t0, E), dtype),
+            bias=None, mask=None, causal=problem.causal,
+        )
+        w = x._replace(q=x.q.astype(wide), k=x.k.astype(wide), v=x.v.astype(wide))
+
+        def run(f, y: _Inputs, **extra):
+            return f(y.q, y.k, y.v, causal=y.causal, mask=y.mask, bias=y.bias,
+                     scale=problem.scale, **extra)
+
+        store(oracle, *run(attention, w, **positions), t0, t1)
+        xm = _materialise(x, positions)
+        store(baselines[0], *run(flash_forward, xm, **tiles), t0, t1)
+        reorderings = _reorderings_of(t1 - t0, s1 - s0, problem.D, E, problem.seed ^ b)
+        for r, into in zip(reorderings, baselines[1:]):
+            store(into, *r.undo_outputs(*run(flash_forward, r.apply(xm), **tiles)), t0, t1)
+    out = fn(a["q"], a["k"], a["v"], cu_q, cu_k, **problem.options())
+    _assert_all(("o_THE", "lse_HT"), out, oracle, baselines, dtype, problem)
+
+
+def check_rope_qk(fn: Callable, problem: AttentionProblem, dtype) -> None:
+    """``fn`` (rope_qk's signature) rotates exactly as the spec: equal, not close.
+
+    A rotation has no reduction and the spec fixes its arithmetic (two rounded
+    products and a rounded sum per element, the tables rounded once), so there is no
+    rounding order to tolerate.
+    """
+    dtype = np.dtype(dtype)
+    a = problem.arrays(dtype)
+    config = problem.positions()["rope"]
+    want = rope_qk(a["q"], a["k"], rope=config)
+    got = fn(a["q"], a["k"], rope=config)
+    for name, g, w in zip(("q_BHTD", "k_BGSD"), got, want):
+        _check_dtype_kept(name, g, dtype)
+        np.testing.assert_array_equal(g, w, err_msg=f"{name} {problem}")
 
 
 def check_softmax(fn: Callable, problem: SoftmaxProblem, dtype, *, spec_fn=softmax) -> None:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from backends import registry
+from spec.position.rope import RoPE
 
 F32 = np.float32
 
@@ -114,3 +115,92 @@ def test_unsupported_dtype_is_a_type_error(entry):
         args = _good(dtype) if entry.op == "attention.flash_forward" else _backward_args(dtype)
         with pytest.raises(TypeError, match=str(np.dtype(dtype))):
             entry.load()(*args)
+
+
+# ---------------------------------------------------------------- positional options
+
+WITH_POSITIONS = [pytest.param(e, id=e.name) for e in FORWARD + BACKWARD if e.positions]
+
+BAD_POSITIONS = [
+    ("rope a string", {"rope": "rotate_half"}, TypeError, r"rope: expected a spec.position.rope.RoPE"),
+    ("rope odd D", {"rope": RoPE()}, ValueError, r"rope: RoPE rotates pairs .* got D=3"),
+    ("slopes wrong H", {"alibi_slopes": np.ones(3)}, ValueError, r"alibi_slopes: expected shape \(H,\)=\(4,\)"),
+    ("slopes NaN", {"alibi_slopes": np.array([1, np.nan, 1, 1])}, ValueError, r"alibi_slopes: expected finite"),
+    ("slopes negative", {"alibi_slopes": -np.ones(4)}, ValueError, r"alibi_slopes: expected finite slopes >= 0"),
+    ("slopes list", {"alibi_slopes": [1.0] * 4}, TypeError, r"alibi_slopes: expected a numpy.ndarray"),
+    ("slopes int", {"alibi_slopes": np.ones(4, np.int64)}, TypeError, r"alibi_slopes: expected a float dtype"),
+    ("form unknown", {"alibi_slopes": np.ones(4), "alibi_form": "cubic"}, ValueError, r"alibi_form: expected one of"),
+]
+
+
+@pytest.mark.parametrize("entry", WITH_POSITIONS)
+@pytest.mark.parametrize("kw, exc, match", [pytest.param(*c[1:], id=c[0]) for c in BAD_POSITIONS])
+def test_bad_positional_options(entry, kw, exc, match):
+    with pytest.raises(exc, match=match):
+        _call(entry, _good(), **kw)
+
+
+@pytest.mark.parametrize("entry", [pytest.param(e, id=e.name) for e in FORWARD if not e.positions])
+def test_entries_without_positions_refuse_them(entry):
+    q, k, v = _good(np.float16, D=64, E=64)
+    for kw in ({"rope": RoPE()}, {"alibi_slopes": np.ones(4)}):
+        with pytest.raises(ValueError, match="positional options"):
+            entry.load()(q, k, v, **kw)
+
+
+VARLEN = [pytest.param(e, id=e.name) for e in registry.entries("attention.flash_varlen_forward")]
+
+
+def _packed(T=7, S=9, H=4, G=2, D=4, E=3):
+    rng = np.random.default_rng(1)
+    q, k, v = (rng.standard_normal(s).astype(F32) for s in ((T, H, D), (S, G, D), (S, G, E)))
+    return q, k, v, np.array([0, 3, 7], np.int32), np.array([0, 5, 9], np.int32)
+
+
+BAD_VARLEN = [
+    ("q 4-D", lambda a: _swap(a, 0, a[0][None]), ValueError, r"q_THD: expected 3 dimensions"),
+    ("cu_q float", lambda a: _swap(a, 3, a[3].astype(F32)), TypeError, r"cu_seqlens_q: expected an integer dtype"),
+    ("cu_q list", lambda a: _swap(a, 3, [0, 3, 7]), TypeError, r"cu_seqlens_q: expected a numpy.ndarray"),
+    ("cu_q wrong end", lambda a: _swap(a, 3, np.array([0, 3, 6])), ValueError, r"cu_seqlens_q: .* end at the packed length 7"),
+    ("cu_k decreasing", lambda a: _swap(a, 4, np.array([0, 6, 5, 9])), ValueError, r"cu_seqlens_k: offsets must be non-decreasing"),
+    ("counts differ", lambda a: _swap(a, 4, np.array([0, 9])), ValueError, r"the same number of sequences"),
+    ("cu_k 2-D", lambda a: _swap(a, 4, a[4][None]), ValueError, r"cu_seqlens_k: expected shape \(N\+1,\)"),
+    ("G does not divide H", lambda a: _swap(_swap(a, 1, np.zeros((9, 3, 4), F32)), 2, np.zeros((9, 3, 3), F32)),
+     ValueError, r"G=3 must divide query heads H=4"),
+    ("mixed dtypes", lambda a: _swap(a, 2, a[2].astype(np.float16)), TypeError, r"expected one dtype"),
+]
+
+
+@pytest.mark.parametrize("entry", VARLEN)
+@pytest.mark.parametrize("make, exc, match", [pytest.param(*c[1:], id=c[0]) for c in BAD_VARLEN])
+def test_bad_varlen_inputs(entry, make, exc, match):
+    with pytest.raises(exc, match=match):
+        entry.load()(*make(list(_packed())))
+
+
+@pytest.mark.parametrize("entry", VARLEN)
+def test_bad_varlen_options(entry):
+    args = _packed()
+    for kw, exc, match in (({"causal": 1}, TypeError, "causal: expected a bool"),
+                           ({"rope": RoPE(), "scale": float("inf")}, ValueError, "scale"),
+                           ({"alibi_slopes": np.ones(2)}, ValueError, r"alibi_slopes: expected shape")):
+        with pytest.raises(exc, match=match):
+            entry.load()(*args, **kw)
+
+
+ROPE_QK = [pytest.param(e, id=e.name) for e in registry.entries("position.rope_qk")]
+
+
+@pytest.mark.parametrize("entry", ROPE_QK)
+def test_bad_rope_qk_inputs(entry):
+    q, k, _ = _good(D=4)
+    fn = entry.load()
+    for args, kw, exc, match in (
+        ((q[..., :3], k[..., :3]), {}, ValueError, r"q_BHTD: RoPE rotates pairs"),
+        ((q, k[..., :2]), {}, ValueError, r"expected the same B and D"),
+        ((q, k.astype(np.float64)), {}, TypeError, r"expected one dtype"),
+        ((q, k), {"rope": "interleaved"}, TypeError, r"rope: expected a spec.position.rope.RoPE"),
+        ((q[0], k), {}, ValueError, r"q_BHTD: expected 4 dimensions"),
+    ):
+        with pytest.raises(exc, match=match):
+            fn(*args, **kw)

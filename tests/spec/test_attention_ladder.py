@@ -15,7 +15,11 @@ from hypothesis import strategies as st
 from spec.attention.naive import attention, causal_visible_TS
 from spec.attention.tiled import flash_backward, flash_forward
 from spec.tolerance import assert_close
-from tests.strategies import AttentionProblem, attention_problems, with_edge_examples
+from tests.strategies import (
+    AttentionProblem,
+    attention_problems,
+    with_position_edge_examples,
+)
 
 F64 = np.float64
 
@@ -33,8 +37,8 @@ def _assert_same_attention(got, want, logit: float) -> None:
 
 
 @settings(max_examples=150)
-@with_edge_examples
-@given(problem=attention_problems())
+@with_position_edge_examples
+@given(problem=attention_problems(positions=True))
 def test_tiled_forward_equals_oracle(problem: AttentionProblem):
     a = problem.arrays(F64)
     got = flash_forward(a["q"], a["k"], a["v"], bias=a["bias"], mask=a["mask"], **problem.options())
@@ -43,7 +47,7 @@ def test_tiled_forward_equals_oracle(problem: AttentionProblem):
 
 
 @settings(max_examples=60)
-@given(problem=attention_problems(), tiles=st.tuples(st.integers(1, 9), st.integers(1, 9)))
+@given(problem=attention_problems(positions=True), tiles=st.tuples(st.integers(1, 9), st.integers(1, 9)))
 def test_tiled_backward_is_independent_of_tiles(problem: AttentionProblem, tiles):
     a = problem.arrays(F64)
     masks = {"bias": a["bias"], "mask": a["mask"]}
@@ -81,7 +85,7 @@ def _numerical_grads(problem: AttentionProblem, a: dict, eps: float = 1e-6):
 
 
 # Small problems: the numerical gradient costs two oracle calls per input entry.
-small_problems = attention_problems(max_len=7, max_batch=1, max_width=4).filter(
+small_problems = attention_problems(max_len=7, max_batch=1, max_width=4, positions=True).filter(
     lambda p: p.logit < 1e3  # finite differences of 1e4 logits measure rounding, not slope
 )
 
@@ -89,6 +93,10 @@ small_problems = attention_problems(max_len=7, max_batch=1, max_width=4).filter(
 @settings(max_examples=40)
 @example(problem=AttentionProblem(B=1, H=2, G=1, T=5, S=3, D=3, E=2, causal=True, tile_t=2, tile_s=2))
 @example(problem=AttentionProblem(B=1, H=2, G=2, T=4, S=4, D=2, E=3, mask="empty_rows", tile_t=3))
+@example(problem=AttentionProblem(B=1, H=2, G=1, T=5, S=3, D=4, E=2, causal=True, tile_t=2,
+                                  rope="rotate_half", rope_base=50.0, alibi="harmonic_number"))
+@example(problem=AttentionProblem(B=1, H=2, G=2, T=3, S=6, D=2, E=3, rope="interleaved",
+                                  rope_base=50.0, alibi="linear", tile_s=4))
 @given(problem=small_problems)
 def test_backward_equals_central_differences(problem: AttentionProblem):
     a = problem.arrays(F64)
@@ -123,9 +131,12 @@ def test_split_and_resume_equals_one_call(problem: AttentionProblem, data):
 
 
 @settings(max_examples=40)
-@given(problem=attention_problems().filter(lambda p: p.causal and p.S >= p.T))
+@given(problem=attention_problems(positions=True).filter(lambda p: p.causal and p.S >= p.T))
 def test_decode_by_append_equals_prefill(problem: AttentionProblem):
-    """Causal query t over the keys it can see, one at a time, equals the prefill row."""
+    """Causal query t over the keys it can see, one at a time, equals the prefill row.
+
+    With positional options too: a single query over s_end keys sits at position
+    s_end - 1, which is where the prefill put row t (bottom-right alignment)."""
     a = problem.arrays(F64)
     full = flash_forward(a["q"], a["k"], a["v"], bias=a["bias"], mask=a["mask"], **problem.options())
     opts = problem.options()
@@ -143,7 +154,7 @@ def test_decode_by_append_equals_prefill(problem: AttentionProblem):
 
 
 @settings(max_examples=40)
-@given(problem=attention_problems())
+@given(problem=attention_problems(positions=True))
 def test_gqa_equals_mha_with_repeated_heads(problem: AttentionProblem):
     a = problem.arrays(F64)
     group = problem.H // problem.G
