@@ -82,8 +82,8 @@ def unrotate(dx_BHTD, positions_T, pos: Positions):
     """Rᵀ dx: the gradient through a rotation is the rotation by the opposite angle."""
     if pos.rope is None:
         return dx_BHTD
-    cos_TK, sin_TK = tables(-positions_T, dx_BHTD.shape[3], pos.rope.base, dx_BHTD.dtype)
-    return rotate(dx_BHTD, cos_TK, sin_TK, pos.rope.layout)
+    cos_TP, sin_TP = tables(-positions_T, dx_BHTD.shape[3], pos.rope.base, dx_BHTD.dtype)
+    return rotate(dx_BHTD, cos_TP, sin_TP, pos.rope.layout)
 
 
 def penalty_table(n: int, form: str, dtype) -> np.ndarray:

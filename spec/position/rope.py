@@ -61,8 +61,8 @@ def inverse_frequencies(D: int, base: float = 10000.0) -> np.ndarray:
 class RopeTables(NamedTuple):
     """cos and sin of every angle position · θ_k, in the working dtype."""
 
-    cos_TK: np.ndarray
-    sin_TK: np.ndarray
+    cos_TP: np.ndarray
+    sin_TP: np.ndarray
 
 
 def tables(positions_T: np.ndarray, D: int, base: float, dtype) -> RopeTables:
@@ -75,8 +75,8 @@ def tables(positions_T: np.ndarray, D: int, base: float, dtype) -> RopeTables:
     do: a cos/sin cache indexed by position).
     """
     # angle_tk = position_t · θ_k
-    angle_TK = positions_T.astype(np.float64)[:, None] * inverse_frequencies(D, base)[None, :]
-    return RopeTables(np.cos(angle_TK).astype(dtype), np.sin(angle_TK).astype(dtype))
+    angle_TP = positions_T.astype(np.float64)[:, None] * inverse_frequencies(D, base)[None, :]
+    return RopeTables(np.cos(angle_TP).astype(dtype), np.sin(angle_TP).astype(dtype))
 
 
 def _check_positions(positions, T: int) -> np.ndarray:
@@ -89,25 +89,25 @@ def _check_positions(positions, T: int) -> np.ndarray:
     return positions.astype(np.int64)
 
 
-def rotate(x_BHTD: np.ndarray, cos_TK: np.ndarray, sin_TK: np.ndarray, layout: str) -> np.ndarray:
+def rotate(x_BHTD: np.ndarray, cos_TP: np.ndarray, sin_TP: np.ndarray, layout: str) -> np.ndarray:
     """Apply the rotation given by the tables: the arithmetic every backend reproduces.
 
     For each pair (x1, x2) and its angle: (x1·cos - x2·sin, x2·cos + x1·sin), two
     products and one sum per output, each rounded in x's dtype (no fused multiply-add).
     """
-    K = x_BHTD.shape[-1] // 2
+    P = x_BHTD.shape[-1] // 2
     if layout == "rotate_half":
-        x1_BHTK, x2_BHTK = x_BHTD[..., :K], x_BHTD[..., K:]
+        x1_BHTP, x2_BHTP = x_BHTD[..., :P], x_BHTD[..., P:]
     else:
-        x1_BHTK, x2_BHTK = x_BHTD[..., 0::2], x_BHTD[..., 1::2]
+        x1_BHTP, x2_BHTP = x_BHTD[..., 0::2], x_BHTD[..., 1::2]
     # R_θ (x1, x2) = (x1 cos θ - x2 sin θ, x2 cos θ + x1 sin θ)   (Su et al., eq. 13)
-    y1_BHTK = x1_BHTK * cos_TK - x2_BHTK * sin_TK
-    y2_BHTK = x2_BHTK * cos_TK + x1_BHTK * sin_TK
+    y1_BHTP = x1_BHTP * cos_TP - x2_BHTP * sin_TP
+    y2_BHTP = x2_BHTP * cos_TP + x1_BHTP * sin_TP
     y_BHTD = np.empty_like(x_BHTD)
     if layout == "rotate_half":
-        y_BHTD[..., :K], y_BHTD[..., K:] = y1_BHTK, y2_BHTK
+        y_BHTD[..., :P], y_BHTD[..., P:] = y1_BHTP, y2_BHTP
     else:
-        y_BHTD[..., 0::2], y_BHTD[..., 1::2] = y1_BHTK, y2_BHTK
+        y_BHTD[..., 0::2], y_BHTD[..., 1::2] = y1_BHTP, y2_BHTP
     return y_BHTD
 
 
@@ -160,8 +160,8 @@ def rope(
         if offset != 0:
             raise ValueError("offset: give either positions or offset, not both")
         positions_T = _check_positions(positions, T)
-    cos_TK, sin_TK = tables(positions_T, D, base, x_BHTD.dtype)
-    return rotate(x_BHTD, cos_TK, sin_TK, layout)
+    cos_TP, sin_TP = tables(positions_T, D, base, x_BHTD.dtype)
+    return rotate(x_BHTD, cos_TP, sin_TP, layout)
 
 
 class RotatedQK(NamedTuple):
@@ -214,7 +214,7 @@ def long_term_decay(distances_N: np.ndarray, D: int, base: float = 10000.0) -> n
     Shapes
         distances_N any real distances; returns the bound at each, in float64.
     """
-    theta_K = inverse_frequencies(D, base)
-    phase_NK = np.exp(1j * np.asarray(distances_N, dtype=np.float64)[:, None] * theta_K[None, :])
-    partial_NK = np.cumsum(phase_NK, axis=1)  # S_1 .. S_{D/2}
-    return np.abs(partial_NK).mean(axis=1)
+    theta_P = inverse_frequencies(D, base)
+    phase_NP = np.exp(1j * np.asarray(distances_N, dtype=np.float64)[:, None] * theta_P[None, :])
+    partial_NP = np.cumsum(phase_NP, axis=1)  # S_1 .. S_{D/2}
+    return np.abs(partial_NP).mean(axis=1)
