@@ -88,6 +88,34 @@ def _attention_cases(small: bool) -> dict[str, _Case]:
     }
 
 
+def _position_cases(small: bool) -> dict[str, _Case]:
+    """Packed sequences with RoPE and the harmonic distance penalty; rope_qk apart."""
+    from spec.attention.varlen import flash_varlen_forward
+    from spec.position import rope_alibi
+    from spec.position.rope import rope_qk
+
+    H, G, D = 8, 2, 64
+    lengths = (37, 100, 5, 114) if small else (300, 1024, 77, 647)
+    rng = np.random.default_rng(2)
+    T = sum(lengths)
+    q, k, v = (rng.standard_normal((T, n, D)) for n in (H, G, G))
+    cu = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    opts = {"causal": True, **rope_alibi.options(H)}
+
+    def varlen(fn, dtype):
+        return fn(q.astype(dtype), k.astype(dtype), v.astype(dtype), cu, cu, **opts)
+
+    q4, k4 = q[None].transpose(0, 2, 1, 3), k[None].transpose(0, 2, 1, 3)
+
+    def rotate(fn, dtype):
+        return fn(q4.astype(dtype), k4.astype(dtype), rope=opts["rope"])
+
+    return {
+        "attention.flash_varlen_forward": _Case(varlen, tuple(flash_varlen_forward(q, k, v, cu, cu, **opts))),
+        "position.rope_qk": _Case(rotate, tuple(rope_qk(q4, k4, rope=opts["rope"]))),
+    }
+
+
 def _softmax_case(small: bool) -> _Case:
     from spec.attention.softmax import softmax
 
@@ -119,7 +147,7 @@ def tour_rows(*, small: bool, dtype=np.float32, repeats: int = 3) -> list[TourRo
     def at(size_small: bool, op: str):
         """(case, spec outputs, spec seconds) of ``op`` at one size, computed once."""
         if size_small not in cases:
-            cases[size_small] = {**_attention_cases(size_small),
+            cases[size_small] = {**_attention_cases(size_small), **_position_cases(size_small),
                                  "attention.softmax": _softmax_case(size_small)}
         if (size_small, op) not in spec_runs:
             case = cases[size_small][op]
@@ -166,14 +194,14 @@ def _why_not_run(entry: registry.Entry, dtype) -> str:
 
 
 def format_table(rows: list[TourRow]) -> str:
-    head = f"{'op':<26} {'backend':<10} {'max err vs f64':>15} {'in tol':>7} {'time':>10} {'vs spec':>8}"
+    head = f"{'op':<30} {'backend':<10} {'max err vs f64':>15} {'in tol':>7} {'time':>10} {'vs spec':>8}"
     lines = [head, "-" * len(head)]
     for r in rows:
         if r.within is None:
-            lines.append(f"{r.op:<26} {r.backend:<10} {'-':>15} {'-':>7} {'-':>10} {'-':>8}  {r.note}")
+            lines.append(f"{r.op:<30} {r.backend:<10} {'-':>15} {'-':>7} {'-':>10} {'-':>8}  {r.note}")
             continue
         lines.append(
-            f"{r.op:<26} {r.backend:<10} {r.max_err:>15.2e} {'yes' if r.within else 'NO':>7} "
+            f"{r.op:<30} {r.backend:<10} {r.max_err:>15.2e} {'yes' if r.within else 'NO':>7} "
             f"{r.seconds * 1e3:>8.1f}ms {r.speedup:>7.1f}x" + (f"  {r.note}" if r.note else "")
         )
     return "\n".join(lines)

@@ -63,11 +63,14 @@ def test_dry_run_lists_every_family_main_and_sanitizer_run(monkeypatch, capsys, 
     lines = out.splitlines()
     for family in FAMILIES:
         module = f"backends.cuda.{family}"
-        main_line = lines.index(f"  main:{family} (timeout {gpu_check.TIMEOUT_MAIN:g} s)"
+        main_line = lines.index(f"  main:{family} (timeout {gpu_check.TIMEOUT_MAIN[family]:g} s)"
                                 + ("" if (ROOT / "backends/cuda" / f"{family}.py").is_file()
                                    else f"  (no backends/cuda/{family}.py yet: the step would fail)"))
         assert lines[main_line + 1].endswith(f"-m {module}"), lines[main_line + 1]
         for tool in ("memcheck", "racecheck"):
+            if tool == "racecheck" and family in gpu_check.NOT_RACED:
+                assert f"  no racecheck:{family}: {gpu_check.NOT_RACED[family]}" in lines
+                continue
             (i,) = [n for n, line in enumerate(lines) if line.startswith(f"  {tool}:{family} (timeout")]
             command = lines[i + 1]
             assert command.startswith(f"    $ /opt/cuda/bin/compute-sanitizer --tool {tool} "
@@ -85,6 +88,8 @@ def test_dry_run_says_when_compute_sanitizer_is_missing(monkeypatch, capsys, not
     out = capsys.readouterr().out
     for tool in ("memcheck", "racecheck", "synccheck"):
         for family in FAMILIES:
+            if tool == "racecheck" and family in gpu_check.NOT_RACED:
+                continue
             assert any(line.startswith(f"  {tool}:{family} (timeout") and
                        "SKIPPED: compute-sanitizer not found" in line for line in out.splitlines()), out
 
@@ -103,10 +108,17 @@ def test_default_timeouts_add_up_to_under_eight_minutes():
     assert gpu_check.total_timeout(steps) <= gpu_check.BUDGET_S <= 8 * 60
     readme = (ROOT / "README.md").read_text()
     assert f"The timeouts add up to {gpu_check.total_timeout(steps):g} s" in readme
-    # every family: its main() and each default sanitizer tool
+    # every family: its main() and each default sanitizer tool (racecheck where it adds
+    # something: not for families in NOT_RACED, each with its reason)
     names = {step.name for step in steps}
-    assert names == ({"gpu-tests", "conformance:cuda"} | {f"{what}:{f}" for what in ("main", "memcheck", "racecheck")
-                                      for f in FAMILIES})
+    assert names == ({"gpu-tests", "conformance:cuda"}
+                     | {f"{what}:{f}" for what in ("main", "memcheck") for f in FAMILIES}
+                     | {f"racecheck:{f}" for f in FAMILIES if f not in gpu_check.NOT_RACED})
+    assert set(gpu_check.NOT_RACED) <= set(FAMILIES)
+    # a listed timeout for every family and tool it runs
+    assert set(gpu_check.TIMEOUT_MAIN) == set(FAMILIES)
+    assert set(gpu_check.TIMEOUT_SANITIZER["memcheck"]) == set(FAMILIES)
+    assert set(gpu_check.TIMEOUT_SANITIZER["racecheck"]) == set(FAMILIES) - set(gpu_check.NOT_RACED)
 
 
 def test_every_step_selects_the_cupy_engine():

@@ -38,6 +38,13 @@ arithmetic is arranged differently, for speed:
   reduction plus a degree-5 polynomial, about 1 ulp) for float32, and ``math.exp``
   for float64.
 
+* **Positions fused, never a T x S array.** RoPE rotates q and k while their tiles are
+  copied into the panel buffers (:func:`_load_tile`; keys once per call, each query
+  tile once), reading the spec's cos/sin tables; ALiBi's -(m_h · f(|i - j|)) is formed
+  in the score loop from the slopes and a table of f by signed distance
+  (:func:`_visible_scores`). The options travel as arrays that are empty when off
+  (:class:`Fused`), so plain and positional calls share one compiled kernel per dtype.
+
 Padding contributes exact zeros (0·0 = 0) and padded keys are masked, so it changes no
 result. NaN propagation and -inf masking are untouched: no fast-math flag is set
 anywhere, and fma propagates NaN and infinities as a product and a sum do.
@@ -46,6 +53,7 @@ anywhere, and fma propagates NaN and infinities as a product and a sum do.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 from llvmlite import ir
@@ -54,6 +62,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic, models, overload, register_model
 
 from backends.cpu._alloc import poisoned_empty
+from backends.cpu.rope import position_tables, rotate_qk_rows, rotate_row
 from spec.attention.checks import (
     check_attention_inputs,
     check_backward_inputs,
@@ -61,7 +70,9 @@ from spec.attention.checks import (
     check_tile,
 )
 from spec.attention.naive import AttentionOut
+from spec.attention.positional import Positions, check_positions, penalty_table
 from spec.attention.tiled import AttentionGrads
+from spec.position.rope import RoPE
 
 W = 64
 """Lanes per panel: the compile-time length of every innermost loop (see module doc)."""
@@ -433,49 +444,58 @@ def _mm_nn_plain(a_PRW, b_PKW, c_PRW, n_rows, n_k, n_panels):
 
 
 @njit
-def _load_rows(x_NX, n0, count, out_PRW):
-    """out(r, x) = x_NX[n0 + r, x] for r < count (rows padded with zeros to the buffer)."""
-    out_PRW[:] = 0
+def _load_tile(x_NX, n0, count, out, transposed, rope, cos_TP, sin_TP, p0, interleaved, y_X):
+    """Rows n0 .. n0 + count - 1 of x into a zero-padded panel buffer, each rotated
+    first (with ``rope``) by the table row p0 + r; ``y_X`` is scratch for one row.
+
+    Not transposed: out(r, x) = out[x // W, r, x % W] (rows stay rows); transposed:
+    out(x, r) = out[r // W, x, r % W] (rows in lanes). The rotation happens here, while
+    the tile is copied anyway, so RoPE costs no pass over q or k of its own.
+    """
+    out[:] = 0
     X = x_NX.shape[1]
     for r in range(count):
-        for x in range(X):
-            out_PRW[x // W, r, x % W] = x_NX[n0 + r, x]
+        row = x_NX[n0 + r]
+        if rope:
+            rotate_row(row, cos_TP[p0 + r], sin_TP[p0 + r], interleaved, y_X)
+            row = y_X
+        if transposed:
+            pr, rr = r // W, r % W
+            for x in range(X):
+                out[pr, x, rr] = row[x]
+        else:
+            for x in range(X):
+                out[x // W, r, x % W] = row[x]
 
 
 @njit
-def _load_cols(x_NX, n0, count, out_PXW):
-    """out(x, r) = x_NX[n0 + r, x] for r < count: the tile transposed, rows in lanes."""
-    out_PXW[:] = 0
-    X = x_NX.shape[1]
-    for r in range(count):
-        for x in range(X):
-            out_PXW[r // W, x, r % W] = x_NX[n0 + r, x]
+def _tiling(n, tile, p_shift):
+    """First row, row count and first table row (row + p_shift) of each tile of n rows."""
+    n0_N = np.arange(0, n, tile)
+    count_N = np.minimum(tile, n - n0_N)
+    return n0_N, count_N, n0_N + p_shift
 
 
 @njit(parallel=True)
-def _panel_tiles(x_BGSX, tile, transposed):
-    """x split into tiles of ``tile`` rows, each in the panel layout of :func:`_load_rows`
-    (or of :func:`_load_cols` when ``transposed``).
+def _panel_tiles(x_GSX, n0_N, count_N, p0_N, tile, transposed, rope, cos_TP, sin_TP, interleaved):
+    """Tiles of x (rows n0_N[j] .. + count_N[j] of every x_GSX[g]) in the panel layout of
+    :func:`_load_tile`, out[g, j]; rotated at table rows p0_N[j] .. with ``rope``.
 
-    Done once per call, so the (query tile, key tile) loops read ready-made tiles
-    instead of re-copying the same rows for every pair of tiles.
+    Done once per call, so the (query tile, key tile) loops read ready-made (and
+    ready-rotated) tiles instead of re-copying the same rows for every pair of tiles.
     """
-    B, G, S, X = x_BGSX.shape
-    n_tiles = (S + tile - 1) // tile
+    G, _, X = x_GSX.shape
+    n_tiles = n0_N.shape[0]
     if transposed:
-        shape = (B, G, n_tiles, _panels(tile), _round4(X), W)
+        shape = (G, n_tiles, _panels(tile), _round4(X), W)
     else:
-        shape = (B, G, n_tiles, _panels(X), _round4(tile), W)
-    out = np.empty(shape, x_BGSX.dtype)
-    for item in prange(B * G * n_tiles):
-        b = item // (G * n_tiles)
-        g = (item // n_tiles) % G
-        jt = item % n_tiles
-        s0 = jt * tile
-        if transposed:
-            _load_cols(x_BGSX[b, g], s0, min(tile, S - s0), out[b, g, jt])
-        else:
-            _load_rows(x_BGSX[b, g], s0, min(tile, S - s0), out[b, g, jt])
+        shape = (G, n_tiles, _panels(X), _round4(tile), W)
+    out = np.empty(shape, x_GSX.dtype)
+    for item in prange(G * n_tiles):
+        g, j = item // n_tiles, item % n_tiles
+        y_X = np.empty(X, x_GSX.dtype)
+        _load_tile(x_GSX[g], n0_N[j], count_N[j], out[g, j], transposed,
+                   rope, cos_TP, sin_TP, p0_N[j], interleaved, y_X)
     return out
 
 
@@ -490,13 +510,18 @@ def _round4(n):
 
 
 @njit
-def _visible_scores(score_PSW, b, h, t0, ct, s0, cs, n_t_panels, scale, T, S,
-                    causal, has_bias, bias_BHTS, has_mask, mask_BHTS):
-    """score ← scale·score + bias on visible entries and -inf elsewhere, in place.
+def _visible_scores(score_PSW, b, h, t0, ct, s0, cs, n_t_panels, scale, T, S, causal,
+                    has_bias, bias_2BHTS, has_mask, mask_2BHTS, alibi, slope, f_N, f0):
+    """score ← scale·score + (bias + alibi) on visible entries and -inf elsewhere, in place.
 
-    score_PSW holds score(s, t) for key s0 + s, query t0 + t. Visible, as in the spec:
-    score != -inf (a -inf bias masks; NaN stays visible), causal s <= t + S - T, mask,
-    and a real (not padding) key. Padding query lanes are left finite and ignored.
+    score_PSW holds score(s, t) for key s0 + s, query t0 + t of a sequence of T queries
+    and S keys. Visible, as in the spec: score != -inf (a -inf bias masks; NaN stays
+    visible), causal s <= t + S - T, mask, and a real (not padding) key. Padding query
+    lanes are left finite and ignored. With ``alibi``, alibi = -(m · f(|i - j|)) with
+    m = ``slope``, i = t + S - T, j = s, and f(|δ|) read at f_N[f0 + δ]: along a row of
+    scores the lanes are consecutive queries, so they read consecutive entries of f_N
+    (a vector load, not a gather). The arithmetic and its order are the spec's: the
+    product m·f rounded, and (bias + alibi) summed before it is added to scale·q·k.
     """
     minus_inf = _like(scale, -np.inf)
     shift = S - T
@@ -509,19 +534,30 @@ def _visible_scores(score_PSW, b, h, t0, ct, s0, cs, n_t_panels, scale, T, S,
                 t_first = -W
             key_real = s < cs
             t_end = ct - p * W  # padding query lanes are invisible too
-            for j in range(W):
-                x = row[j] * scale
-                keep = key_real & (j >= t_first) & (j < t_end) & (x != minus_inf)
-                row[j] = x if keep else minus_inf
+            # f_W[j] = f(|i - j|) for lane j (query t0 + pW + j) and key s0 + s
+            f_W = f_N[f0 + t0 + p * W + shift - s0 - s:] if alibi else f_N
+            if alibi and not has_bias:
+                for j in range(W):
+                    # score = scale·q·k + alibi,  alibi = -(m · f(|i - j|))
+                    x = row[j] * scale + -(slope * f_W[j])
+                    keep = key_real & (j >= t_first) & (j < t_end) & (x != minus_inf)
+                    row[j] = x if keep else minus_inf
+            else:
+                for j in range(W):
+                    x = row[j] * scale
+                    keep = key_real & (j >= t_first) & (j < t_end) & (x != minus_inf)
+                    row[j] = x if keep else minus_inf
             if has_bias or has_mask:
-                # broadcast views: strided, so kept out of the vectorised loop above
+                # broadcast views: strided, so kept out of the vectorised loops above
                 for j in range(min(W, ct - p * W)):
                     t = p * W + j
                     x = row[j]
                     if x != minus_inf:
                         if has_bias:
-                            x = x + bias_BHTS[b, h, t0 + t, s0 + s]
-                        if has_mask and not mask_BHTS[b, h, t0 + t, s0 + s]:
+                            bias = bias_2BHTS[0, b, h, t0 + t, s0 + s]
+                            # score = scale·q·k + (bias + alibi)
+                            x = x + ((bias + -(slope * f_W[j])) if alibi else bias)
+                        if has_mask and not mask_2BHTS[0, b, h, t0 + t, s0 + s]:
                             x = minus_inf
                     row[j] = x
 
@@ -529,20 +565,121 @@ def _visible_scores(score_PSW, b, h, t0, ct, s0, cs, n_t_panels, scale, T, S,
 # ------------------------------------------------------------------- forward
 
 
+@njit(inline="always")
+def _attend(qT_PDW, k_NPSW, v_NPSW, t0, ct, T, S, b, h, scale, causal, tile_s,
+            has_bias, bias_2BHTS, has_mask, mask_2BHTS, alibi, slope, f_N, f0,
+            acc_PTW, m_PW, l_PW):
+    """The online softmax of one query tile over the key tiles of its sequence.
+
+    qT_PDW is the tile of queries t0 .. t0 + ct - 1 transposed (queries in lanes), rotated
+    with RoPE; the sequence has T queries and S keys, its key/value tiles are
+    k_NPSW[s0 // tile_s], v_NPSW[s0 // tile_s]. Leaves Õ in acc_PTW (rows t, panels of e),
+    the running max in m_PW and the denominator in l_PW (one lane per query). Shared
+    by the batched and the packed (varlen) forward, which differ only in where a
+    sequence's rows live. Inlined into both: as a called function it made the plain
+    forward a few per cent slower than the kernel that had this loop in its body.
+    """
+    dt = qT_PDW.dtype
+    Pt, cs_max, d4 = m_PW.shape[0], k_NPSW.shape[2], qT_PDW.shape[1]
+    Pe = acc_PTW.shape[0]
+    n_tp = _panels(ct)
+    zero, minus_inf = _like(scale, 0.0), _like(scale, -np.inf)
+    score_PSW = np.empty((Pt, cs_max, W), dt)
+    mt_PW = np.empty((Pt, W), dt)
+    msafe_PW = np.empty((Pt, W), dt)
+    lt_PW = np.empty((Pt, W), dt)
+    alpha_PW = np.empty((Pt, W), dt)
+    acc_PTW[:] = 0
+    m_PW[:] = minus_inf
+    l_PW[:] = 0
+    for s0 in range(0, S, tile_s):
+        # key tiles wholly in this query tile's future contribute nothing
+        if causal and s0 > (t0 + ct - 1) + S - T:
+            break
+        cs = min(tile_s, S - s0)
+        cs4 = _round4(cs)
+        k_PSW = k_NPSW[s0 // tile_s]
+        v_PSW = v_NPSW[s0 // tile_s]
+        # score(s, t) = k_s · q_t
+        _mm_nn_plain(k_PSW, qT_PDW, score_PSW, cs4, d4, n_tp)
+        _visible_scores(score_PSW, b, h, t0, ct, s0, cs, n_tp, scale, T, S, causal,
+                        has_bias, bias_2BHTS, has_mask, mask_2BHTS, alibi, slope, f_N, f0)
+        # m' = max(m, rowmax(S)) over visible scores (NaN propagates)
+        # (4 keys at a time: a max is exact in any order, and this keeps the chain
+        # of loads and stores of mt 4x shorter)
+        mt_PW[:] = minus_inf
+        for s in range(0, cs4, 4):
+            for p in range(n_tp):
+                r0, r1, r2, r3 = score_PSW[p, s], score_PSW[p, s + 1], score_PSW[p, s + 2], score_PSW[p, s + 3]
+                mt = mt_PW[p]
+                for j in range(W):
+                    mt[j] = _nanmax(mt[j], _nanmax(_nanmax(r0[j], r1[j]), _nanmax(r2[j], r3[j])))
+        for p in range(n_tp):
+            for j in range(W):
+                m_new = _nanmax(m_PW[p, j], mt_PW[p, j])
+                # a row with no visible key yet has m = -inf: use 0 so no -inf - -inf
+                msafe_PW[p, j] = zero if m_new == minus_inf else m_new
+                mt_PW[p, j] = m_new
+        # P = exp(S - m'),  rowsum(P) in blocks of 4 keys, pairwise inside a block
+        # (so its rounding stays near that of NumPy's blocked sums)
+        lt_PW[:] = 0
+        for s in range(0, cs4, 4):
+            for p in range(n_tp):
+                r0, r1, r2, r3 = score_PSW[p, s], score_PSW[p, s + 1], score_PSW[p, s + 2], score_PSW[p, s + 3]
+                ms, lt = msafe_PW[p], lt_PW[p]
+                for j in range(W):
+                    e0, e1 = _exp(r0[j] - ms[j]), _exp(r1[j] - ms[j])
+                    e2, e3 = _exp(r2[j] - ms[j]), _exp(r3[j] - ms[j])
+                    r0[j], r1[j], r2[j], r3[j] = e0, e1, e2, e3
+                    lt[j] = lt[j] + ((e0 + e1) + (e2 + e3))
+        # α = exp(m - m');  l' = α l + rowsum(P);  Õ' = α Õ + P V
+        for p in range(n_tp):
+            m, ms, mt, l, lt, al = m_PW[p], msafe_PW[p], mt_PW[p], l_PW[p], lt_PW[p], alpha_PW[p]
+            for j in range(W):
+                alpha = _exp(m[j] - ms[j])
+                l[j] = alpha * l[j] + lt[j]
+                m[j] = mt[j]
+                al[j] = alpha
+        for t in range(ct):
+            alpha = alpha_PW[t // W, t % W]
+            for pe in range(Pe):
+                a = acc_PTW[pe, t]
+                for n in range(W):
+                    a[n] = a[n] * alpha
+        _mm_tn(score_PSW, v_PSW, acc_PTW, _round4(ct), cs4, Pe, True)
+
+
+@njit(inline="always")
+def _row_result(m_PW, l_PW, t):
+    """(l, lse) of query lane t: o = Õ / l, lse = m + log l; a row that saw no visible
+    key has m = -inf and gets l = 1 (so o = 0, or NaN from v) and lse = -inf."""
+    p, j = t // W, t % W
+    m = m_PW[p, j]
+    minus_inf = _like(m, -np.inf)
+    if m == minus_inf:
+        return _like(m, 1.0), minus_inf
+    l = l_PW[p, j]
+    return l, m + np.log(l)
+
+
 @njit(parallel=True, cache=True)
-def _forward_kernel(q_BHTD, k_BGSD, v_BGSE, bias_BHTS, mask_BHTS, has_bias, has_mask,
-                    causal, scale, tile_t, tile_s, o_BHTE, lse_BHT):
+def _forward_kernel(q_BHTD, k_BGSD, v_BGSE, bias_2BHTS, mask_2BHTS, has_bias, has_mask,
+                    causal, scale, tile_t, tile_s,
+                    rope, cos_TP, sin_TP, p_min, interleaved, alibi, slopes_H, f_N, f0,
+                    o_BHTE, lse_BHT):
     B, H, T, D = q_BHTD.shape
     G, S, E = k_BGSD.shape[1], k_BGSD.shape[2], v_BGSE.shape[3]
     group = H // G
     n_tiles_t = (T + tile_t - 1) // tile_t
     dt = q_BHTD.dtype
     Pt, Pe = _panels(tile_t), _panels(E)
-    ct_max, cs_max = _round4(tile_t), _round4(tile_s)
-    d4 = _round4(D)
-    zero, one, minus_inf = _like(scale, 0.0), _like(scale, 1.0), _like(scale, -np.inf)
-    k_BGNPSW = _panel_tiles(k_BGSD, tile_s, False)
-    v_BGNPSW = _panel_tiles(v_BGSE, tile_s, False)
+    ct_max = _round4(tile_t)
+    # key j sits at position j (table row j - p_min); k is rotated once here, not per query tile
+    kn0_N, kcount_N, kp0_N = _tiling(S, tile_s, -p_min)
+    k_GNPSW = _panel_tiles(k_BGSD.reshape(B * G, S, D), kn0_N, kcount_N, kp0_N, tile_s, False,
+                           rope, cos_TP, sin_TP, interleaved)
+    v_GNPSW = _panel_tiles(v_BGSE.reshape(B * G, S, E), kn0_N, kcount_N, kp0_N, tile_s, False,
+                           False, cos_TP, sin_TP, interleaved)
     # one work item per (batch, head, query tile): independent rows, no shared writes
     for item in prange(B * H * n_tiles_t):
         b = item // (H * n_tiles_t)
@@ -551,88 +688,31 @@ def _forward_kernel(q_BHTD, k_BGSD, v_BGSE, bias_BHTS, mask_BHTS, has_bias, has_
         g = h // group
         t0 = i * tile_t
         ct = min(tile_t, T - t0)
-        n_tp = _panels(ct)
-        qT_PDW = np.empty((Pt, d4, W), dt)
-        _load_cols(q_BHTD[b, h], t0, ct, qT_PDW)
-        score_PSW = np.empty((Pt, cs_max, W), dt)
-        acc_PTW = np.zeros((Pe, ct_max, W), dt)
-        m_PW = np.full((Pt, W), minus_inf, dt)
-        l_PW = np.zeros((Pt, W), dt)
-        mt_PW = np.empty((Pt, W), dt)
-        msafe_PW = np.empty((Pt, W), dt)
-        lt_PW = np.empty((Pt, W), dt)
-        alpha_PW = np.empty((Pt, W), dt)
-        for s0 in range(0, S, tile_s):
-            # key tiles wholly in this query tile's future contribute nothing
-            if causal and s0 > (t0 + ct - 1) + S - T:
-                break
-            cs = min(tile_s, S - s0)
-            cs4 = _round4(cs)
-            k_PSW = k_BGNPSW[b, g, s0 // tile_s]
-            v_PSW = v_BGNPSW[b, g, s0 // tile_s]
-            # score(s, t) = k_s · q_t
-            _mm_nn_plain(k_PSW, qT_PDW, score_PSW, cs4, d4, n_tp)
-            _visible_scores(score_PSW, b, h, t0, ct, s0, cs, n_tp, scale, T, S,
-                            causal, has_bias, bias_BHTS, has_mask, mask_BHTS)
-            # m' = max(m, rowmax(S)) over visible scores (NaN propagates)
-            # (4 keys at a time: a max is exact in any order, and this keeps the chain
-            # of loads and stores of mt 4x shorter)
-            mt_PW[:] = minus_inf
-            for s in range(0, cs4, 4):
-                for p in range(n_tp):
-                    r0, r1, r2, r3 = score_PSW[p, s], score_PSW[p, s + 1], score_PSW[p, s + 2], score_PSW[p, s + 3]
-                    mt = mt_PW[p]
-                    for j in range(W):
-                        mt[j] = _nanmax(mt[j], _nanmax(_nanmax(r0[j], r1[j]), _nanmax(r2[j], r3[j])))
-            for p in range(n_tp):
-                for j in range(W):
-                    m_new = _nanmax(m_PW[p, j], mt_PW[p, j])
-                    # a row with no visible key yet has m = -inf: use 0 so no -inf - -inf
-                    msafe_PW[p, j] = zero if m_new == minus_inf else m_new
-                    mt_PW[p, j] = m_new
-            # P = exp(S - m'),  rowsum(P) in blocks of 4 keys, pairwise inside a block
-            # (so its rounding stays near that of NumPy's blocked sums)
-            lt_PW[:] = 0
-            for s in range(0, cs4, 4):
-                for p in range(n_tp):
-                    r0, r1, r2, r3 = score_PSW[p, s], score_PSW[p, s + 1], score_PSW[p, s + 2], score_PSW[p, s + 3]
-                    ms, lt = msafe_PW[p], lt_PW[p]
-                    for j in range(W):
-                        e0, e1 = _exp(r0[j] - ms[j]), _exp(r1[j] - ms[j])
-                        e2, e3 = _exp(r2[j] - ms[j]), _exp(r3[j] - ms[j])
-                        r0[j], r1[j], r2[j], r3[j] = e0, e1, e2, e3
-                        lt[j] = lt[j] + ((e0 + e1) + (e2 + e3))
-            # α = exp(m - m');  l' = α l + rowsum(P);  Õ' = α Õ + P V
-            for p in range(n_tp):
-                m, ms, mt, l, lt, al = m_PW[p], msafe_PW[p], mt_PW[p], l_PW[p], lt_PW[p], alpha_PW[p]
-                for j in range(W):
-                    alpha = _exp(m[j] - ms[j])
-                    l[j] = alpha * l[j] + lt[j]
-                    m[j] = mt[j]
-                    al[j] = alpha
-            for t in range(ct):
-                alpha = alpha_PW[t // W, t % W]
-                for pe in range(Pe):
-                    a = acc_PTW[pe, t]
-                    for n in range(W):
-                        a[n] = a[n] * alpha
-            _mm_tn(score_PSW, v_PSW, acc_PTW, _round4(ct), cs4, Pe, True)
-        # o = Õ / l,  lse = m + log l;  o = 0 (or NaN from v), lse = -inf on empty rows
+        # query t sits at position t + S - T
+        qT_PDW = np.empty((Pt, _round4(D), W), dt)
+        _load_tile(q_BHTD[b, h], t0, ct, qT_PDW, True, rope, cos_TP, sin_TP,
+                   t0 + S - T - p_min, interleaved, np.empty(D, dt))
+        acc_PTW = np.empty((Pe, ct_max, W), dt)
+        m_PW = np.empty((Pt, W), dt)
+        l_PW = np.empty((Pt, W), dt)
+        slope = slopes_H[h] if alibi else scale  # (not read without ALiBi)
+        _attend(qT_PDW, k_GNPSW[b * G + g], v_GNPSW[b * G + g], t0, ct, T, S, b, h,
+                scale, causal, tile_s, has_bias, bias_2BHTS, has_mask, mask_2BHTS,
+                alibi, slope, f_N, f0, acc_PTW, m_PW, l_PW)
         for t in range(ct):
-            p, j = t // W, t % W
-            empty = m_PW[p, j] == minus_inf
-            l = one if empty else l_PW[p, j]
+            l, lse = _row_result(m_PW, l_PW, t)
             for e in range(E):
                 o_BHTE[b, h, t0 + t, e] = acc_PTW[e // W, t, e % W] / l
-            lse_BHT[b, h, t0 + t] = minus_inf if empty else m_PW[p, j] + np.log(l)
+            lse_BHT[b, h, t0 + t] = lse
 
 
 # ------------------------------------------------------------------ backward
 
 
 @njit(parallel=True, cache=True)
-def _backward_kernel(q_BHTD, k_BGSD, v_BGSE, o_BHTE, lse_BHT, do_BHTE, bias_BHTS,
-                     mask_BHTS, has_bias, has_mask, causal, scale, tile_t, tile_s,
+def _backward_kernel(q_BHTD, k_BGSD, v_BGSE, o_BHTE, lse_BHT, do_BHTE, bias_2BHTS,
+                     mask_2BHTS, has_bias, has_mask, causal, scale, tile_t, tile_s,
+                     rope, cos_TP, sin_TP, p_min, interleaved, alibi, slopes_H, f_N, f0,
                      dq_BHTD, dk_BGSD, dv_BGSE):
     B, H, T, D = q_BHTD.shape
     G, S, E = k_BGSD.shape[1], k_BGSD.shape[2], v_BGSE.shape[3]
@@ -657,14 +737,27 @@ def _backward_kernel(q_BHTD, k_BGSD, v_BGSE, o_BHTE, lse_BHT, do_BHTE, bias_BHTS
                 acc = acc + do_BHTE[b, h, t, e] * o_BHTE[b, h, t, e]
             delta_BHT[b, h, t] = acc
 
+    # q and k enter the products rotated (q̃ = R q, k̃ = R k, rotated while panelled);
+    # the dq, dk computed here are with respect to q̃, k̃ (un-rotated by the caller)
+    kn0_N, kcount_N, kp0_N = _tiling(S, tile_s, -p_min)
+    qn0_N, qcount_N, qp0_N = _tiling(T, tile_t, S - T - p_min)
+    k_GNPSW = _panel_tiles(k_BGSD.reshape(B * G, S, D), kn0_N, kcount_N, kp0_N, tile_s, False,
+                           rope, cos_TP, sin_TP, interleaved)
+    v_GNPSW = _panel_tiles(v_BGSE.reshape(B * G, S, E), kn0_N, kcount_N, kp0_N, tile_s, False,
+                           False, cos_TP, sin_TP, interleaved)
+    # batch and head axes merged (B·H rows of tiles), as in the panel arrays' first axis
+    q_HTD = q_BHTD.reshape(B * H, T, D)
+    do_HTE = do_BHTE.reshape(B * H, T, E)
+    q_HNPTW = _panel_tiles(q_HTD, qn0_N, qcount_N, qp0_N, tile_t, False,
+                           rope, cos_TP, sin_TP, interleaved)
+    qT_HNPDW = _panel_tiles(q_HTD, qn0_N, qcount_N, qp0_N, tile_t, True,
+                            rope, cos_TP, sin_TP, interleaved)
+    do_HNPTW = _panel_tiles(do_HTE, qn0_N, qcount_N, qp0_N, tile_t, False,
+                            False, cos_TP, sin_TP, interleaved)
+    doT_HNPEW = _panel_tiles(do_HTE, qn0_N, qcount_N, qp0_N, tile_t, True,
+                             False, cos_TP, sin_TP, interleaved)
     # one work item per (batch, kv head, chunk of key tiles): it owns dk, dv of its key
     # tiles and its own dq accumulator, so no two items write the same element
-    k_BGNPSW = _panel_tiles(k_BGSD, tile_s, False)
-    v_BGNPSW = _panel_tiles(v_BGSE, tile_s, False)
-    q_BHNPTW = _panel_tiles(q_BHTD, tile_t, False)
-    qT_BHNPDW = _panel_tiles(q_BHTD, tile_t, True)
-    do_BHNPTW = _panel_tiles(do_BHTE, tile_t, False)
-    doT_BHNPEW = _panel_tiles(do_BHTE, tile_t, True)
     dq_CBHTD = np.zeros((n_chunks, B, H, T, D), dt)
     for item in prange(B * G * n_chunks):
         b = item // (G * n_chunks)
@@ -683,9 +776,10 @@ def _backward_kernel(q_BHTD, k_BGSD, v_BGSE, o_BHTE, lse_BHT, do_BHTE, bias_BHTS
             s0 = jt * tile_s
             cs = min(tile_s, S - s0)
             cs4 = _round4(cs)
-            k_PSW = k_BGNPSW[b, g, jt]
-            v_PSW = v_BGNPSW[b, g, jt]
+            k_PSW = k_GNPSW[b * G + g, jt]
+            v_PSW = v_GNPSW[b * G + g, jt]
             for h in range(g * group, (g + 1) * group):
+                slope = slopes_H[h] if alibi else scale  # (not read without ALiBi)
                 # one accumulator per query head, summed over the group's heads in
                 # order afterwards, as the spec sums dk_BHSD, dv_BHSE over the group
                 dk_PSW[:] = 0
@@ -697,8 +791,8 @@ def _backward_kernel(q_BHTD, k_BGSD, v_BGSE, o_BHTE, lse_BHT, do_BHTE, bias_BHTS
                     ct4 = _round4(ct)
                     n_tp = _panels(ct)
                     it = t0 // tile_t
-                    qT_PDW, q_PTW = qT_BHNPDW[b, h, it], q_BHNPTW[b, h, it]
-                    doT_PEW, do_PTW = doT_BHNPEW[b, h, it], do_BHNPTW[b, h, it]
+                    qT_PDW, q_PTW = qT_HNPDW[b * H + h, it], q_HNPTW[b * H + h, it]
+                    doT_PEW, do_PTW = doT_HNPEW[b * H + h, it], do_HNPTW[b * H + h, it]
                     lse_PW[:] = 0
                     delta_PW[:] = 0
                     for t in range(ct):
@@ -706,8 +800,9 @@ def _backward_kernel(q_BHTD, k_BGSD, v_BGSE, o_BHTE, lse_BHT, do_BHTE, bias_BHTS
                         delta_PW[t // W, t % W] = delta_BHT[b, h, t0 + t]
                     # S = k qᵀ (transposed scores), then P = exp(S - lse) on visible keys
                     _mm_nn_plain(k_PSW, qT_PDW, p_PSW, cs4, d4, n_tp)
-                    _visible_scores(p_PSW, b, h, t0, ct, s0, cs, n_tp, scale, T, S,
-                                    causal, has_bias, bias_BHTS, has_mask, mask_BHTS)
+                    _visible_scores(p_PSW, b, h, t0, ct, s0, cs, n_tp, scale, T, S, causal,
+                                    has_bias, bias_2BHTS, has_mask, mask_2BHTS,
+                                    alibi, slope, f_N, f0)
                     for s in range(cs4):
                         for p in range(n_tp):
                             row, lse = p_PSW[p, s], lse_PW[p]
@@ -759,32 +854,103 @@ def _backward_kernel(q_BHTD, k_BGSD, v_BGSE, o_BHTE, lse_BHT, do_BHTE, bias_BHTS
 # ------------------------------------------------------------ public functions
 
 
-def _contiguous(x: np.ndarray) -> np.ndarray:
+_ALIBI_MARGIN = W + 4
+"""How far past the distances of real (query, key) pairs the table f_N reaches: the
+padding lanes of a query panel (up to W - 1 past the last query) and the padding keys
+of a tile (up to 3 past the last key) read it too; their scores are masked right
+after, but the reads must stay inside the table."""
+
+
+class Fused(NamedTuple):
+    """The positional options as kernel arguments.
+
+    Always the same types (empty arrays where an option is off), so that a plain call
+    and a call with RoPE and/or ALiBi run the same compiled kernel: one
+    specialisation per dtype, not one per combination of options.
+    """
+
+    rope: bool
+    cos_TP: np.ndarray
+    """cos of position p at row p - p_min (:func:`backends.cpu.rope.position_tables`)."""
+    sin_TP: np.ndarray
+    p_min: int
+    interleaved: bool
+    alibi: bool
+    slopes_H: np.ndarray
+    """m_h in the working dtype."""
+    f_N: np.ndarray
+    """f(|δ|) at index f0 + δ, for every distance δ = i - j a kernel reads."""
+    f0: int
+
+
+def fused_positions(pos: Positions, *, p_min: int, p_end: int, t_max: int, s_max: int,
+                    D: int, dtype) -> Fused:
+    """Kernel arguments for validated options, for sequences of at most t_max queries and
+    s_max keys whose positions lie in p_min .. p_end - 1.
+
+    Both tables are O(positions) (never T x S): RoPE's cos/sin rows are the spec's
+    ``tables`` at each position, ALiBi's f is the spec's ``penalty_table`` laid out by
+    signed distance, so the kernels reproduce the spec's values exactly.
+    """
+    dtype = np.dtype(dtype)
+    no_table = np.empty((0, 0), dtype)
+    cos_TP = sin_TP = no_table
+    if pos.rope is not None:
+        cos_TP, sin_TP = position_tables(p_min, p_end, D, pos.rope, dtype)
+    slopes_H = f_N = np.empty(0, dtype)
+    f0 = 0
+    if pos.slopes_H is not None:
+        slopes_H = pos.slopes_H
+        f0 = t_max + _ALIBI_MARGIN
+        f_table = penalty_table(max(t_max, s_max) + _ALIBI_MARGIN + 1, pos.form, dtype)
+        f_N = f_table[np.abs(np.arange(-f0, s_max + _ALIBI_MARGIN + 1))]
+    return Fused(pos.rope is not None, cos_TP, sin_TP, p_min,
+                 pos.rope is not None and pos.rope.layout == "interleaved",
+                 pos.slopes_H is not None, slopes_H, f_N, f0)
+
+
+def contiguous(x: np.ndarray) -> np.ndarray:
     """x itself if C-contiguous and writable, else a copy: one Numba type per dtype."""
     if x.flags.c_contiguous and x.flags.writeable:
         return x
     return np.array(x, order="C", copy=True)
 
 
-def _prepare(q_BHTD, k_BGSD, v_BGSE, scale, bias, mask, causal, tile_t, tile_s):
+def kernel_view(x: np.ndarray | None, full: tuple[int, ...], dummy) -> np.ndarray:
+    """x broadcast to ``full`` behind a leading axis of 2 with stride 0 (kernels read index 0).
+
+    That axis makes the view non-contiguous whatever x is, so Numba types every bias
+    (and every mask) alike, layout 'A': absent (a 1-element ``dummy``), per head, per
+    key or full, they all run one compiled kernel instead of one per layout.
+    """
+    if x is None:
+        x, full = np.asarray(dummy).reshape(1, 1, 1, 1), (1, 1, 1, 1)
+    return np.broadcast_to(np.broadcast_to(x, full)[None], (2,) + full)
+
+
+def check_cpu_dtype(name: str, dtype) -> None:
+    """This backend's one rule beyond the spec's validation: float32 or float64."""
+    if dtype not in _SUPPORTED:
+        raise TypeError(f"{name}: the cpu backend supports dtype float32 and float64, got {dtype}")
+
+
+def _prepare(q_BHTD, k_BGSD, v_BGSE, scale, bias, mask, causal, tile_t, tile_s,
+             rope, alibi_slopes, alibi_form):
     """Validate exactly as the spec does, then add this backend's dtype rule."""
     shape = check_attention_inputs(q_BHTD, k_BGSD, v_BGSE, bias=bias, mask=mask, causal=causal)
     tile_t = check_tile("tile_t", tile_t)
     tile_s = check_tile("tile_s", tile_s)
     dtype = q_BHTD.dtype
-    if dtype not in _SUPPORTED:
-        raise TypeError(
-            f"q_BHTD: the cpu backend supports dtype float32 and float64, got {dtype}"
-        )
+    pos = check_positions(rope, alibi_slopes, alibi_form, H=shape.H, D=shape.D, dtype=dtype)
+    check_cpu_dtype("q_BHTD", dtype)
     scale = dtype.type(check_scale(scale, shape.D))
     full = (shape.B, shape.H, shape.T, shape.S)
-    # Broadcast views (no B·H·T·S copy); without bias/mask, 1-element dummies of the
-    # same Numba type, so that each dtype compiles exactly one specialisation.
-    bias_BHTS = np.broadcast_to(np.zeros((1, 1, 1, 1), dtype) if bias is None else bias,
-                                full if bias is not None else (1, 1, 1, 1))
-    mask_BHTS = np.broadcast_to(np.ones((1, 1, 1, 1), np.bool_) if mask is None else mask,
-                                full if mask is not None else (1, 1, 1, 1))
-    return shape, scale, bias_BHTS, mask_BHTS, tile_t, tile_s
+    bias_2BHTS = kernel_view(bias, full, np.zeros(1, dtype))
+    mask_2BHTS = kernel_view(mask, full, np.ones(1, np.bool_))
+    # queries sit at S-T .. S-1, keys at 0 .. S-1
+    fused = fused_positions(pos, p_min=min(0, shape.S - shape.T), p_end=shape.S,
+                            t_max=shape.T, s_max=shape.S, D=shape.D, dtype=dtype)
+    return shape, scale, bias_2BHTS, mask_2BHTS, tile_t, tile_s, fused
 
 
 def flash_forward(
@@ -798,12 +964,22 @@ def flash_forward(
     mask: np.ndarray | None = None,
     tile_t: int = 64,
     tile_s: int = 64,
+    rope: RoPE | None = None,
+    alibi_slopes: np.ndarray | None = None,
+    alibi_form: str = "linear",
 ) -> AttentionOut:
     """FlashAttention forward, compiled: same semantics as spec.attention.tiled.flash_forward.
 
     Same arguments, validation and errors as the spec, plus a ``TypeError`` for float16
     (this backend computes in float32 or float64 only). Non-contiguous inputs are
     copied; ``bias`` and ``mask`` are read through broadcast views.
+
+    Positions (fused, no T x S array)
+        ``rope``: q and k are rotated inside the kernel while their tiles are copied
+        into the panel buffers (k once per call, each query tile once), with the
+        spec's cos/sin tables computed on the host (O(max(T, S)·D/2) numbers).
+        ``alibi_slopes``: the term -(m_h · f(|i - j|)) is computed in the score loop
+        from the slopes and a table of f by distance (O(T + S) numbers).
 
     Parallel
         ``prange`` over (batch, head, query tile): each work item owns its output rows.
@@ -812,20 +988,24 @@ def flash_forward(
         Computes and accumulates in the input dtype, with the spec's tiling (the same
         key tiles are skipped under ``causal``), bottom-right causal alignment,
         GQA/MQA head grouping, masking, empty rows (o = 0, lse = -inf) and NaN
-        propagation. Differs from the spec only in rounding: the order of the sums
-        and, in float32, an exp accurate to about 1 ulp (Cephes ``expf``); arguments
-        below -87.3 give 0 rather than a subnormal.
+        propagation. The rotation and the ALiBi term are the spec's arithmetic
+        exactly (no fma; bias + alibi summed before being added to scale·q·k), so the
+        output with ``rope`` equals, bit for bit, the output without it on
+        :func:`backends.cpu.rope.rope_qk`-rotated inputs. Differs from the spec only in
+        rounding: the order of the sums and, in float32, an exp accurate to about
+        1 ulp (Cephes ``expf``); arguments below -87.3 give 0 rather than a subnormal.
     """
-    shape, scale, bias_BHTS, mask_BHTS, tile_t, tile_s = _prepare(
-        q_BHTD, k_BGSD, v_BGSE, scale, bias, mask, causal, tile_t, tile_s)
-    B, H, G, T, S, D, E = shape
+    shape, scale, bias_2BHTS, mask_2BHTS, tile_t, tile_s, fused = _prepare(
+        q_BHTD, k_BGSD, v_BGSE, scale, bias, mask, causal, tile_t, tile_s,
+        rope, alibi_slopes, alibi_form)
+    B, H, T, E = shape.B, shape.H, shape.T, shape.E
     dtype = q_BHTD.dtype
     o_BHTE = poisoned_empty((B, H, T, E), dtype)
     lse_BHT = poisoned_empty((B, H, T), dtype)
     _forward_kernel(
-        _contiguous(q_BHTD), _contiguous(k_BGSD), _contiguous(v_BGSE),
-        bias_BHTS, mask_BHTS, bias is not None, mask is not None, bool(causal),
-        scale, tile_t, tile_s, o_BHTE, lse_BHT,
+        contiguous(q_BHTD), contiguous(k_BGSD), contiguous(v_BGSE),
+        bias_2BHTS, mask_2BHTS, bias is not None, mask is not None, bool(causal),
+        scale, tile_t, tile_s, *fused, o_BHTE, lse_BHT,
     )
     return AttentionOut(o_BHTE, lse_BHT)
 
@@ -844,12 +1024,22 @@ def flash_backward(
     mask: np.ndarray | None = None,
     tile_t: int = 64,
     tile_s: int = 64,
+    rope: RoPE | None = None,
+    alibi_slopes: np.ndarray | None = None,
+    alibi_form: str = "linear",
 ) -> AttentionGrads:
     """FlashAttention backward, compiled: same semantics as spec.attention.tiled.flash_backward.
 
     Same arguments, validation and errors as the spec, plus a ``TypeError`` for
     float16. Returns dq_BHTD, and dk_BGSD, dv_BGSE summed over the query heads of each
     GQA group.
+
+    Positions
+        ``rope``: q and k are rotated while the kernel copies them into its panel
+        buffers (q̃ = R q, k̃ = R k, as in the forward); the kernel's dq̃, dk̃ are then
+        un-rotated in place by a second parallel pass, dq = Rᵀ dq̃, dk = Rᵀ dk̃ (the
+        rotation by the negated positions, with the spec's tables for them).
+        ``alibi_slopes``: fused in the recomputation of the scores, as in the forward.
 
     Parallel
         ``prange`` over (batch, key/value head, chunk of key tiles): an item owns the
@@ -865,10 +1055,11 @@ def flash_backward(
         tile as the spec does, with the same skipped key tiles under ``causal``;
         masked scores and rows with lse = -inf have P = 0. Differs from the spec only
         in rounding (order of sums, scale applied to dS before the products, the
-        float32 exp of :func:`flash_forward`).
+        float32 exp of :func:`flash_forward`); the rotations are the spec's exactly.
     """
-    shape, scale, bias_BHTS, mask_BHTS, tile_t, tile_s = _prepare(
-        q_BHTD, k_BGSD, v_BGSE, scale, bias, mask, causal, tile_t, tile_s)
+    shape, scale, bias_2BHTS, mask_2BHTS, tile_t, tile_s, fused = _prepare(
+        q_BHTD, k_BGSD, v_BGSE, scale, bias, mask, causal, tile_t, tile_s,
+        rope, alibi_slopes, alibi_form)
     check_backward_inputs(shape, q_BHTD, o_BHTE, lse_BHT, do_BHTE)
     B, H, G, T, S, D, E = shape
     dtype = q_BHTD.dtype
@@ -876,9 +1067,15 @@ def flash_backward(
     dk_BGSD = poisoned_empty((B, G, S, D), dtype)
     dv_BGSE = poisoned_empty((B, G, S, E), dtype)
     _backward_kernel(
-        _contiguous(q_BHTD), _contiguous(k_BGSD), _contiguous(v_BGSE),
-        _contiguous(o_BHTE), _contiguous(lse_BHT), _contiguous(do_BHTE),
-        bias_BHTS, mask_BHTS, bias is not None, mask is not None, bool(causal),
-        scale, tile_t, tile_s, dq_BHTD, dk_BGSD, dv_BGSE,
+        contiguous(q_BHTD), contiguous(k_BGSD), contiguous(v_BGSE),
+        contiguous(o_BHTE), contiguous(lse_BHT), contiguous(do_BHTE),
+        bias_2BHTS, mask_2BHTS, bias is not None, mask is not None, bool(causal),
+        scale, tile_t, tile_s, *fused, dq_BHTD, dk_BGSD, dv_BGSE,
     )
+    if rope is not None:
+        # dq = R_iᵀ dq̃, dk = R_jᵀ dk̃: the rotation by -i, -j (spec.attention.positional.unrotate)
+        p_min = fused.p_min
+        cos_TP, sin_TP = position_tables(p_min, S, D, rope, dtype, negate=True)
+        rotate_qk_rows(dq_BHTD, dk_BGSD, dq_BHTD, dk_BGSD, T, S, cos_TP, sin_TP,
+                       p_min, fused.interleaved)
     return AttentionGrads(dq_BHTD, dk_BGSD, dv_BGSE)

@@ -8,7 +8,8 @@ CuPy on a GPU or, with ``ATTNSPEC_CUDA=emulator``, the CPU emulator in
 configuration with NVRTC without a GPU.
 """
 
-FAMILIES = ("softmax", "attention", "attention_backward", "attention_tc")
+FAMILIES = ("softmax", "attention", "attention_backward", "attention_tc", "rope",
+            "attention_varlen")
 """Module names of the kernel families, for the compile gate and the GPU check."""
 
 from backends.cuda._launch import CudaUnavailableError, emulate_if_no_gpu, engine

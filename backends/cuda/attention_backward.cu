@@ -7,16 +7,19 @@
 //     dQ = scale · dS K,       dK = scale · dSᵀ Q.
 //
 // Semantics are the spec's (attention_common.cuh): bottom-right causal alignment, the
-// broadcastable bias (which may hold -inf) and boolean mask, GQA/MQA (the dk, dv of a key
-// head are sums over the H/G query heads of its group), and P = 0 for masked scores and for
-// rows with no visible key (lse = -inf), whose dq is then 0. P is the spec's
-// exp(where(visible, score, -inf) - lse_safe), so a NaN lse makes P NaN even where masked,
-// and 0 · NaN = NaN wherever a visited pair meets a NaN in q, k, v or dO. Which pairs are
-// visited is the spec's too: under causal, spec.attention.tiled skips a pair of *its* tiles
-// (the caller's tile_t x tile_s) when the key tile is wholly in the query tile's future
-// (_tile_is_future); SpecTiles below gives the kernels the same skip, so that NaN reaches
-// exactly the gradients it reaches in the spec. For finite inputs a visited masked pair
-// adds exact zeros, and the tiles change nothing.
+// broadcastable bias (which may hold -inf) and boolean mask, the ALiBi distance bias (the
+// ScoreRule forms it per score, as in the forward), GQA/MQA (the dk, dv of a key head are
+// sums over the H/G query heads of its group), and P = 0 for masked scores and for rows
+// with no visible key (lse = -inf), whose dq is then 0. RoPE is not in these kernels: the
+// launcher rotates q and k with rope.cu before them, so that q and k here are the spec's
+// q̃ = R q, k̃ = R k, and rotates dq, dk back by the negated positions after them.
+// P is the spec's exp(where(visible, score, -inf) - lse_safe), so a NaN lse makes P NaN
+// even where masked, and 0 · NaN = NaN wherever a visited pair meets a NaN in q, k, v or
+// dO. Which pairs are visited is the spec's too: under causal, spec.attention.tiled skips
+// a pair of *its* tiles (the caller's tile_t x tile_s) when the key tile is wholly in the
+// query tile's future (_tile_is_future); SpecTiles below gives the kernels the same skip,
+// so that NaN reaches exactly the gradients it reaches in the spec. For finite inputs a
+// visited masked pair adds exact zeros, and the tiles change nothing.
 //
 // Kernels, run in this order (deterministic: every output element has one writer)
 //   attention_backward_delta  Δ = rowsum(dO ∘ O), one thread per row of B·H·T.

@@ -25,8 +25,11 @@ lse would keep 8 of its 24 significand bits, and at |lse| ~ 1e4 an ulp would be 
 the backward pass needs exp(score - lse).
 
 Only D = E in :data:`HEAD_DIMS` are built (the head sizes of current models); others raise
-ValueError. ``tile_t`` and ``tile_s`` are validated for the spec's signature and do not
-change the result beyond rounding (the kernel's tiles are 64 x 64).
+ValueError. The positional keywords (``rope``, ``alibi_slopes``, ``alibi_form``) are
+accepted for the spec's signature, and any of them given raises ValueError: this kernel
+does not implement them (the float32 kernels v1-v3 of ``backends.cuda.attention`` do).
+``tile_t`` and ``tile_s`` are validated for the spec's signature and do not change the
+result beyond rounding (the kernel's tiles are 64 x 64).
 
     >>> from backends.cuda.attention_tc import flash_forward, flash_forward_bf16, to_bf16_bits
     >>> o_BHTE, lse_BHT = flash_forward(q_BHTD.astype(np.float16), k16, v16, causal=True)
@@ -43,7 +46,7 @@ import numpy as np
 
 from backends.cuda import _launch, _timing
 from backends.cuda._launch import CudaUnavailableError, KernelConfig
-from backends.cuda.attention import Call, flops
+from backends.cuda.attention import Call, alibi_params, flops
 from spec.attention.checks import (
     AttentionShape,
     check_attention_inputs,
@@ -56,6 +59,7 @@ from spec.attention.naive import (
     causal_visible_TS,
     expand_kv_heads,
 )
+from spec.attention.positional import NO_POSITIONS
 from spec.attention.tiled import flash_forward as spec_flash_forward
 from spec.tolerance import ToleranceReport, compare
 
@@ -277,8 +281,9 @@ def _to_engine(engine_name: str, shape: AttentionShape, q, k, v, *, causal, scal
     mask_d = arrays.to_device(mask) if mask is not None else xp.ones((1, 1, 1, 1), bool)
     rule = (bias_d, *_strides(bias_d.shape, shape), mask_d, *_strides(mask_d.shape, shape),
             np.int32(bias is not None), np.int32(mask is not None), np.int32(bool(causal)),
-            np.float32(check_scale(scale, shape.D)))
-    return Call(shape, arrays, q_d, k_d, v_d, rule)
+            np.float32(check_scale(scale, shape.D)), *alibi_params(arrays, NO_POSITIONS, 1))
+    # no RoPE and no packed layout: those are arguments of the float32 kernels only
+    return Call(shape, arrays, q_d, k_d, v_d, rule, NO_POSITIONS, (), ())
 
 
 def _run(element: str, call: Call, o, lse_f32, kernel=None) -> None:
@@ -309,8 +314,21 @@ def _check_version(version: str) -> None:
         raise ValueError(f"version: expected one of {VERSIONS}, got {version!r}")
 
 
+def _reject_positions(rope, alibi_slopes, alibi_form) -> None:
+    """The positional keywords are the spec's signature; this kernel implements none."""
+    given = [name for name, is_given in (("rope", rope is not None),
+                                         ("alibi_slopes", alibi_slopes is not None),
+                                         ("alibi_form", not (isinstance(alibi_form, str)
+                                                             and alibi_form == "linear")))
+             if is_given]
+    if given:
+        raise ValueError(f"{', '.join(given)}: the tensor-core kernel does not implement "
+                         f"positional options; use version v1-v3 (backends.cuda.attention)")
+
+
 def flash_forward(q_BHTD, k_BGSD, v_BGSE, *, causal: bool = False, scale: float | None = None,
-                  bias=None, mask=None, tile_t: int = 64, tile_s: int = 64,
+                  bias=None, mask=None, tile_t: int = 64, tile_s: int = 64, rope=None,
+                  alibi_slopes=None, alibi_form: str = "linear",
                   version: str = "tc") -> AttentionOut:
     """FlashAttention forward on tensor cores, float16, as :func:`spec.attention.tiled.flash_forward`.
 
@@ -318,9 +336,11 @@ def flash_forward(q_BHTD, k_BGSD, v_BGSE, *, causal: bool = False, scale: float 
     arrays with D = E in :data:`HEAD_DIMS`; ``bias`` float16 (widened exactly to float32
     on the device), ``mask`` bool. Returns float16 o and lse as the kind of array that went
     in. Float32 accumulation; P is rounded to float16 before P·V (as FlashAttention-2).
-    Raises CudaUnavailableError where no GPU is usable (the emulator cannot run it).
+    Raises CudaUnavailableError where no GPU is usable (the emulator cannot run it), and
+    ValueError for any positional option (``rope``, ``alibi_slopes``, ``alibi_form``).
     """
     _check_version(version)
+    _reject_positions(rope, alibi_slopes, alibi_form)
     call = _prepare(q_BHTD, k_BGSD, v_BGSE, causal=causal, scale=scale, bias=bias, mask=mask,
                     tile_t=tile_t, tile_s=tile_s, element="float16")
     o, lse = _outputs("float16", call)
@@ -330,16 +350,19 @@ def flash_forward(q_BHTD, k_BGSD, v_BGSE, *, causal: bool = False, scale: float 
 
 def flash_forward_bf16(q_bits, k_bits, v_bits, *, causal: bool = False,
                        scale: float | None = None, bias=None, mask=None, tile_t: int = 64,
-                       tile_s: int = 64, version: str = "tc") -> AttentionOut:
+                       tile_s: int = 64, rope=None, alibi_slopes=None, alibi_form: str = "linear",
+                       version: str = "tc") -> AttentionOut:
     """FlashAttention forward on tensor cores, bfloat16, on bit patterns.
 
     ``q_bits, k_bits, v_bits`` (and ``bias``): uint16 NumPy or CuPy arrays holding bfloat16
     bits (:func:`to_bf16_bits`), shapes as :func:`flash_forward`; ``mask`` bool. Returns
     ``AttentionOut(o_bits, lse)``: o as bfloat16 bits (uint16; :func:`from_bf16_bits` gives
     its values) and lse in float32. Float32 accumulation; P is rounded to bfloat16 before
-    P·V. Raises CudaUnavailableError where no GPU is usable.
+    P·V. Raises CudaUnavailableError where no GPU is usable, and ValueError for any
+    positional option.
     """
     _check_version(version)
+    _reject_positions(rope, alibi_slopes, alibi_form)
     call = _prepare(q_bits, k_bits, v_bits, causal=causal, scale=scale, bias=bias, mask=mask,
                     tile_t=tile_t, tile_s=tile_s, element="bfloat16")
     o, lse = _outputs("bfloat16", call)

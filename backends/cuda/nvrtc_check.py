@@ -143,11 +143,12 @@ def compile_module(source: str, options: tuple[str, ...], arch: str) -> Compiled
 
 
 def configurations() -> list[KernelConfig]:
-    """Every configuration of every family in :data:`backends.cuda.FAMILIES`."""
+    """Every configuration of every family in :data:`backends.cuda.FAMILIES`, once (a
+    family may launch another's kernels: attention_varlen launches attention.cu's)."""
     configs = []
     for family in FAMILIES:
         configs.extend(importlib.import_module(f"backends.cuda.{family}").KERNELS.values())
-    return configs
+    return list(dict.fromkeys(configs))
 
 
 def modules() -> dict[tuple[str, tuple[str, ...]], list[KernelConfig]]:

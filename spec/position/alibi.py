@@ -38,7 +38,7 @@ def slopes(n_heads: int) -> np.ndarray:
         raise TypeError(f"n_heads: expected an int, got {type(n_heads).__name__}")
     if n_heads < 1:
         raise ValueError(f"n_heads: expected at least 1, got {n_heads}")
-    n = 2 ** int(math.floor(math.log2(n_heads)))
+    n = 1 << (int(n_heads).bit_length() - 1)  # the largest power of two <= H
     m = _power_of_two_slopes(n)
     m += _power_of_two_slopes(2 * n)[0::2][: n_heads - n]
     return np.array(m, dtype=np.float64)

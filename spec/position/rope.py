@@ -111,7 +111,7 @@ def rotate(x_BHTD: np.ndarray, cos_TP: np.ndarray, sin_TP: np.ndarray, layout: s
     return y_BHTD
 
 
-def _check_x(name: str, x) -> None:
+def check_rope_input(name: str, x) -> None:
     if not isinstance(x, np.ndarray):
         raise TypeError(f"{name}: expected a numpy.ndarray, got {type(x).__name__}")
     if x.ndim != 4:
@@ -149,7 +149,7 @@ def rope(
         once). Each output is two rounded products and one rounded sum. NaN in a
         feature reaches only the other feature of its pair.
     """
-    _check_x("x_BHTD", x_BHTD)
+    check_rope_input("x_BHTD", x_BHTD)
     T, D = x_BHTD.shape[2], x_BHTD.shape[3]
     base, layout = check_base(base), check_layout(layout)
     if positions is None:
@@ -189,8 +189,8 @@ def rope_qk(q_BHTD: np.ndarray, k_BGSD: np.ndarray, *, rope: RoPE = RoPE()) -> R
     """
     if not isinstance(rope, RoPE):
         raise TypeError(f"rope: expected a spec.position.rope.RoPE, got {type(rope).__name__}")
-    _check_x("q_BHTD", q_BHTD)
-    _check_x("k_BGSD", k_BGSD)
+    check_rope_input("q_BHTD", q_BHTD)
+    check_rope_input("k_BGSD", k_BGSD)
     if q_BHTD.dtype != k_BGSD.dtype:
         raise TypeError(f"q_BHTD, k_BGSD: expected one dtype, got {q_BHTD.dtype}, {k_BGSD.dtype}")
     if q_BHTD.shape[3] != k_BGSD.shape[3] or q_BHTD.shape[0] != k_BGSD.shape[0]:

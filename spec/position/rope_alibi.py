@@ -55,7 +55,8 @@ def harmonic_slopes(n_heads: int) -> np.ndarray:
 
 
 def options(
-    n_heads: int, *, variant: str = "additive", lam: float = 1.0, rope: RoPE | None = RoPE()
+    n_heads: int, *, variant: str = "additive", lam: float = 1.0,
+    rope: RoPE | None = RoPE(),  # noqa: B008 (a frozen dataclass)
 ) -> dict:
     """The attention keywords of one reading: ``attention(q, k, v, **options(H))``.
 

@@ -16,9 +16,10 @@ import types
 import numpy as np
 import pytest
 
-from backends.cuda import _launch, _timing
+from backends.cuda import _launch, _timing, rope
 from backends.cuda import attention as forward
 from backends.cuda import attention_backward as backward
+from backends.cuda import attention_varlen as varlen
 
 
 @pytest.fixture
@@ -49,18 +50,40 @@ def _args(D):
 def test_forward_timing_runs_every_version_causal_and_not(fake_gpu, capsys, D):
     forward._time_versions(_args(D), np.random.default_rng(0))
     out = capsys.readouterr().out
-    assert len(fake_gpu) == 2 * len(forward.VERSIONS)
+    # every version causal and not, then causal with RoPE + ALiBi (the positional build)
+    assert len(fake_gpu) == 3 * len(forward.VERSIONS)
     for version in forward.VERSIONS:
         for causal in ("False", "True "):
             line = next(x for x in out.splitlines() if x.split()[:1] == [version]
                         and f"causal={causal}" in x)
             assert "TFLOP/s" in line and "2.00x SDPA's throughput" in line
+        assert any(x.split()[:3] == ["rope+alibi", version, "causal=True"] and "TFLOP/s" in x
+                   for x in out.splitlines()), out
     assert "PyTorch SDPA float32 causal=True  2.000 ms" in out
 
 
-def test_backward_timing_runs_causal_and_not(fake_gpu, capsys):
+def test_backward_timing_runs_causal_and_not_and_with_positions(fake_gpu, capsys):
     backward._time(_args(64), np.random.default_rng(0))
     out = capsys.readouterr().out
-    assert len(fake_gpu) == 2
+    assert len(fake_gpu) == 3
     lines = [x for x in out.splitlines() if x.strip().startswith("causal=")]
     assert len(lines) == 2 and all("2.00x SDPA's throughput" in x for x in lines), out
+    assert any(x.split()[:2] == ["rope+alibi", "causal=True"] and "TFLOP/s" in x
+               for x in out.splitlines()), out
+
+
+def test_rope_timing_runs_out_of_place_and_in_place(fake_gpu, capsys):
+    rope._time(_args(32), np.random.default_rng(0))
+    out = capsys.readouterr().out
+    assert len(fake_gpu) == 2
+    for name in ("out of place", "in place"):
+        assert any(x.startswith(f"  v1 {name}") and "GB/s" in x for x in out.splitlines()), out
+
+
+def test_varlen_timing_runs_every_version_against_the_padded_forward(fake_gpu, capsys):
+    varlen._time(argparse.Namespace(B=3, H=2, T=40, D=32), np.random.default_rng(0))
+    out = capsys.readouterr().out
+    assert len(fake_gpu) == 2 * 2 * len(varlen.VERSIONS)  # packed and padded, causal and not
+    for version in varlen.VERSIONS:
+        lines = [x for x in out.splitlines() if x.split()[:1] == [version]]
+        assert len(lines) == 2 and all("x the packed time" in x for x in lines), out

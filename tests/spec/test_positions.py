@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -100,7 +101,7 @@ def test_long_term_decay_bound_falls_with_distance():
     assert bound[1:].max() < bound[0]
     # averaged over windows (it oscillates) it falls by distance
     windows = [bound[a:b].mean() for a, b in ((1, 16), (16, 128), (128, 1024), (1024, 4096))]
-    assert all(x > y for x, y in zip(windows, windows[1:])), windows
+    assert all(x > y for x, y in itertools.pairwise(windows)), windows
 
 
 @pytest.mark.parametrize("bad, error", [
