@@ -102,8 +102,11 @@ _ENTRIES: tuple[Entry, ...] = (
     Entry("attention.flash_varlen_forward", "spec", None, _VARLEN_SPEC, _VARLEN_SPEC, (F16, F32, F64)),
     Entry("attention.flash_varlen_forward", "cpu", None,
           "backends.cpu.varlen:flash_varlen_forward", _VARLEN_SPEC, (F32, F64)),
-    Entry("attention.flash_varlen_forward", "cuda", None,
-          "backends.cuda.attention_varlen:flash_varlen_forward", _VARLEN_SPEC, (F32,)),
+    *(
+        Entry("attention.flash_varlen_forward", "cuda", version,
+              "backends.cuda.attention_varlen:flash_varlen_forward", _VARLEN_SPEC, (F32,))
+        for version in ("v1", "v2", "v3")
+    ),
     Entry("position.rope_qk", "spec", None, _ROPE_SPEC, _ROPE_SPEC, (F16, F32, F64)),
     Entry("position.rope_qk", "cpu", None, "backends.cpu.rope:rope_qk", _ROPE_SPEC, (F32, F64)),
     Entry("position.rope_qk", "cuda", None, "backends.cuda.rope:rope_qk", _ROPE_SPEC, (F32,)),

@@ -115,7 +115,7 @@ def test_nan_in_a_query_propagates_to_its_row_only(entry):
 
 
 @pytest.mark.parametrize("entry, dtype", _cases("attention.flash_varlen_forward"))
-@settings(max_examples=40)
+@settings(max_examples=30)
 @with_varlen_edge_examples
 @given(problem=varlen_problems())
 def test_flash_varlen_forward_conforms(entry, dtype, problem: VarlenProblem):
