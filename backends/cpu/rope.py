@@ -24,7 +24,8 @@ import numpy as np
 from numba import njit, prange
 
 from backends.cpu._alloc import poisoned_empty
-from spec.position.rope import RoPE, RotatedQK, check_rope_input, tables
+from backends.rope_cache import rope_tables
+from spec.position.rope import RoPE, RotatedQK, check_rope_input
 
 _SUPPORTED = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -52,10 +53,9 @@ def position_tables(p_min: int, p_end: int, D: int, rope: RoPE, dtype, *, negate
     One table serves queries and keys: their positions overlap (keys 0 .. S-1, queries
     S-T .. S-1), so one table of max(T, S) rows replaces two. The rows are the spec's
     ``tables``, which works element by element, so each row is what the spec computes
-    for that position.
+    for that position (kept between calls by :mod:`backends.rope_cache`).
     """
-    positions_T = np.arange(p_min, p_end, dtype=np.int64)
-    return tables(-positions_T if negate else positions_T, D, rope.base, dtype)
+    return rope_tables(p_min, p_end, D, rope.base, dtype, negate=negate)
 
 
 @njit(parallel=True, cache=True)

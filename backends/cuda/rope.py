@@ -27,7 +27,8 @@ import numpy as np
 
 from backends.cuda import _launch, _timing
 from backends.cuda._launch import KernelConfig
-from spec.position.rope import RoPE, RotatedQK, check_rope_input, tables
+from backends.rope_cache import rope_tables
+from spec.position.rope import RoPE, RotatedQK, check_rope_input
 from spec.position.rope import rope_qk as spec_rope_qk
 from spec.tolerance import compare, oracle_dtype
 
@@ -65,9 +66,9 @@ def device_tables(arrays: _launch.Arrays, rope: RoPE, D: int, lo: int, hi: int, 
                   inverse: bool = False) -> Tables:
     """The spec's tables (:func:`spec.position.rope.tables`, float32) of positions lo .. hi
     on the device; ``inverse``: of the negated positions, R_pᵀ = R_{-p}, as
-    :func:`spec.attention.positional.unrotate` takes them."""
-    positions = np.arange(lo, hi + 1, dtype=np.int64)
-    cos_TP, sin_TP = tables(-positions if inverse else positions, D, rope.base, np.float32)
+    :func:`spec.attention.positional.unrotate` takes them; host copies kept between calls
+    by :mod:`backends.rope_cache`)."""
+    cos_TP, sin_TP = rope_tables(lo, hi + 1, D, rope.base, np.float32, negate=inverse)
     return Tables(arrays.to_device(cos_TP), arrays.to_device(sin_TP), np.int32(-lo))
 
 
