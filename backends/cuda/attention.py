@@ -393,18 +393,23 @@ def main(argv: list[str] | None = None) -> int:
                                   rng=rng, count=REORDERINGS)
             for version in VERSIONS:
                 out = flash_forward(q, k, v, version=version, **opts, **positions)
-                reports = [compare(o, r, [b[i] for b in bases])
-                           for i, (o, r) in enumerate(zip(out, oracle))]
-                ok = all(r.ok for r in reports)
-                failed |= not ok
-                print(f"  {label}{version} causal={causal!s:5s} " + "  ".join(
-                    f"{n} err {r.err:.1e} (bound {r.bound:.1e})"
-                    for n, r in zip(("o", "lse"), reports)) + ("" if ok else "  FAILED"))
+                failed |= not report_version(f"{label}{version} causal={causal!s:5s}", out,
+                                             oracle, bases)
     if timed:
         _time_versions(args, rng)
     elif not args.sanitize:
         print("  (timing skipped: the emulator's speed says nothing about a GPU's)")
     return 1 if failed else 0
+
+
+def report_version(label: str, out, oracle, bases) -> bool:
+    """Print one version's (o, lse) errors against the oracle and bounds; True if within."""
+    reports = [compare(o, r, [b[i] for b in bases]) for i, (o, r) in enumerate(zip(out, oracle))]
+    ok = all(r.ok for r in reports)
+    print(f"  {label} " + "  ".join(f"{n} err {r.err:.1e} (bound {r.bound:.1e})"
+                                    for n, r in zip(("o", "lse"), reports))
+          + ("" if ok else "  FAILED"))
+    return ok
 
 
 def example_positions(H: int) -> dict:

@@ -41,7 +41,7 @@ from spec.attention.tiled import flash_forward as spec_flash_forward
 from spec.attention.varlen import VarlenOut, VarlenShape, check_varlen_inputs, pack
 from spec.attention.varlen import flash_varlen_forward as spec_flash_varlen_forward
 from spec.position.rope import RoPE
-from spec.tolerance import compare, oracle_dtype
+from spec.tolerance import oracle_dtype
 
 SPEC = "spec.attention.varlen:flash_varlen_forward"
 SOURCE = forward.SOURCE
@@ -218,13 +218,8 @@ def main(argv: list[str] | None = None) -> int:
             bases = _baselines(q, k, v, cu_q, cu_k, causal, positions, rng)
             for version in VERSIONS:
                 out = flash_varlen_forward(q, k, v, cu_q, cu_k, version=version, **opts)
-                reports = [compare(o, r, [b[i] for b in bases])
-                           for i, (o, r) in enumerate(zip(out, oracle))]
-                ok = all(r.ok for r in reports)
-                failed |= not ok
-                print(f"  {label}{version} causal={causal!s:5s} " + "  ".join(
-                    f"{n} err {r.err:.1e} (bound {r.bound:.1e})"
-                    for n, r in zip(("o", "lse"), reports)) + ("" if ok else "  FAILED"))
+                failed |= not forward.report_version(f"{label}{version} causal={causal!s:5s}",
+                                                     out, oracle, bases)
     if timed:
         _time(args, rng)
     elif not args.sanitize:
