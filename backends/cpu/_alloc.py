@@ -1,4 +1,4 @@
-"""Output allocation for the CPU backends: every output starts as NaN.
+"""Array helpers of the CPU backends: every output starts as NaN; inputs in one layout.
 
 DESIGN.md: "Outputs of backends are allocated through one helper that poisons them
 with NaN". A kernel that forgets to write an element then returns NaN there, which
@@ -20,3 +20,11 @@ def poisoned_empty(shape: tuple[int, ...], dtype) -> np.ndarray:
     if dtype.kind != "f":
         raise TypeError(f"dtype: expected a float dtype to poison with NaN, got {dtype}")
     return np.full(shape, np.nan, dtype=dtype)
+
+
+def contiguous(x: np.ndarray) -> np.ndarray:
+    """x itself if C-contiguous and writable, else a copy: one Numba type per dtype (a
+    strided or read-only array would be another type, and another compilation)."""
+    if x.flags.c_contiguous and x.flags.writeable:
+        return x
+    return np.array(x, order="C", copy=True)

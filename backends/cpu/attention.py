@@ -61,7 +61,7 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, overload, register_model
 
-from backends.cpu._alloc import poisoned_empty
+from backends.cpu._alloc import contiguous, poisoned_empty
 from backends.cpu.rope import position_tables, rotate_qk_rows, rotate_row
 from spec.attention.checks import (
     check_attention_inputs,
@@ -907,13 +907,6 @@ def fused_positions(pos: Positions, *, p_min: int, p_end: int, t_max: int, s_max
     return Fused(pos.rope is not None, cos_TP, sin_TP, p_min,
                  pos.rope is not None and pos.rope.layout == "interleaved",
                  pos.slopes_H is not None, slopes_H, f_N, f0)
-
-
-def contiguous(x: np.ndarray) -> np.ndarray:
-    """x itself if C-contiguous and writable, else a copy: one Numba type per dtype."""
-    if x.flags.c_contiguous and x.flags.writeable:
-        return x
-    return np.array(x, order="C", copy=True)
 
 
 def kernel_view(x: np.ndarray | None, full: tuple[int, ...], dummy) -> np.ndarray:

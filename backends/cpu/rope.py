@@ -23,7 +23,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from backends.cpu._alloc import poisoned_empty
+from backends.cpu._alloc import contiguous, poisoned_empty
 from backends.rope_cache import rope_tables
 from spec.position.rope import RoPE, RotatedQK, check_rope_input
 
@@ -83,14 +83,6 @@ def rotate_qk_rows(q_BHTD, k_BGSD, qo_BHTD, ko_BGSD, T: int, S: int, cos_TP, sin
                     T, S, cos_TP, sin_TP, p_min, interleaved)
 
 
-def _contiguous(x: np.ndarray) -> np.ndarray:
-    """x itself if C-contiguous and writable, else a copy: one Numba type per dtype
-    (a read-only array would be another type, and another compilation)."""
-    if x.flags.c_contiguous and x.flags.writeable:
-        return x
-    return np.array(x, order="C", copy=True)
-
-
 def _check_inplace(name: str, x: np.ndarray) -> None:
     if not x.flags.c_contiguous:
         raise ValueError(f"{name}: inplace=True needs a C-contiguous array, got strides {x.strides}")
@@ -141,7 +133,7 @@ def rope_qk(q_BHTD: np.ndarray, k_BGSD: np.ndarray, *,
             raise ValueError("q_BHTD, k_BGSD: inplace=True needs two arrays that do not overlap")
         q_in, k_in, q_out, k_out = q_BHTD, k_BGSD, q_BHTD, k_BGSD
     else:
-        q_in, k_in = _contiguous(q_BHTD), _contiguous(k_BGSD)
+        q_in, k_in = contiguous(q_BHTD), contiguous(k_BGSD)
         q_out = poisoned_empty(q_BHTD.shape, q_BHTD.dtype)
         k_out = poisoned_empty(k_BGSD.shape, k_BGSD.dtype)
     p_min = min(0, S - T)

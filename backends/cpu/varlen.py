@@ -18,7 +18,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from backends.cpu._alloc import poisoned_empty
+from backends.cpu._alloc import contiguous, poisoned_empty
 from backends.cpu.attention import (
     W,
     _attend,
@@ -28,7 +28,6 @@ from backends.cpu.attention import (
     _round4,
     _row_result,
     check_cpu_dtype,
-    contiguous,
     fused_positions,
     kernel_view,
 )

@@ -47,14 +47,13 @@ from spec.attention.checks import (
 from spec.attention.naive import AttentionOut, attention, causal_visible_TS
 from spec.attention.positional import (
     Positions,
-    add_bias,
-    alibi_tile,
+    materialise,
     check_positions,
     penalty_table,
 )
 from spec.attention.tiled import flash_forward as spec_flash_forward
 from spec.position.alibi import slopes as alibi_slopes
-from spec.position.rope import RoPE, rope_qk
+from spec.position.rope import RoPE
 from spec.tolerance import compare, oracle_dtype
 
 SPEC = "spec.attention.tiled:flash_forward"
@@ -332,17 +331,6 @@ def permuted_runs(run, q, k, v, do, *, bias, mask, causal: bool, names: tuple[st
     return runs
 
 
-def materialised(q, k, bias, pos: Positions):
-    """The problem without positional options, in q's dtype exactly as the spec computes
-    it: q and k rotated, the ALiBi term added to the bias. Attention on it is the spec's
-    attention with the options, and permutable (:func:`permuted_runs`)."""
-    if not pos.any:
-        return q, k, bias
-    T, S = q.shape[2], k.shape[2]
-    q, k = (q, k) if pos.rope is None else rope_qk(q, k, rope=pos.rope)
-    return q, k, add_bias(bias, alibi_tile(pos, T, S, 0, T, 0, S, q.dtype))
-
-
 REORDERINGS = 4
 """Extra rounding orders of the spec baseline in :func:`main` (as in the conformance tests)."""
 
@@ -354,8 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     per-key mask, causal and not; then the same with RoPE (rotate_half) and ALiBi
     (Press et al.'s slopes) on top. Judged by spec.tolerance against the float32 spec in
     1 + REORDERINGS rounding orders (with positions: on the problem with its positions
-    materialised, :func:`materialised`). FLOPs: 2·B·H·(visible pairs)·(D + E) (q·kᵀ and
-    P·V; exp not counted). Bytes: q, k, v read once and o written once, the minimum any
+    materialised, spec.attention.positional.materialise). FLOPs: 2·B·H·(visible
+    pairs)·(D + E) (q·kᵀ and P·V; exp not counted). Bytes: q, k, v read once and o written once, the minimum any
     kernel moves: 4·(B·H·T·D + 2·B·G·S·D + B·H·T·E) (+ lse). Timing: every version,
     causal and not, and causal with RoPE + ALiBi (the positional build). ``--sanitize``
     runs the validation alone, at a small size (for compute-sanitizer).
@@ -383,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     for label, positions in (("", {}), ("rope+alibi ", example_positions(H))):
         pos = check_positions_on(positions.get("rope"), positions.get("alibi_slopes"), "linear",
                                  H=H, D=D)
-        qm, km, bm = materialised(q, k, bias, pos)
+        qm, km, bm = materialise(q, k, bias, pos)
         for causal in (False, True):
             opts = {"causal": causal, "bias": bias, "mask": mask}
             oracle = attention(*(x.astype(wide) for x in (q, k, v)), causal=causal,

@@ -48,7 +48,7 @@ from backends.cuda._launch import KernelConfig
 from backends.cuda.attention import HEAD_DIMS, Call, head_dim_bucket, prepare
 from spec.attention.checks import AttentionShape, check_backward_inputs
 from spec.attention.naive import causal_visible_TS
-from spec.attention.positional import Positions, query_positions, unrotate
+from spec.attention.positional import Positions, materialise, query_positions, unrotate
 from spec.attention.tiled import AttentionGrads
 from spec.attention.tiled import flash_backward as spec_flash_backward
 from spec.attention.tiled import flash_forward as spec_flash_forward
@@ -253,10 +253,10 @@ def _spec_baselines(q, k, v, do, bias, mask, causal, rng, pos: Positions) -> lis
     the copies differ only in the order of their sums, and together measure what float32
     costs better than one order's luck (spec.tolerance; tests/backends/conformance.py).
     With positions the copies are of the problem with its positions materialised
-    (backends.cuda.attention.materialised), their dq, dk carried back through the rotation."""
+    (spec.attention.positional.materialise), their dq, dk carried back through the rotation."""
     B, H, T, D = q.shape
     S, E = k.shape[2], v.shape[3]
-    q, k, bias = forward.materialised(q, k, bias, pos)
+    q, k, bias = materialise(q, k, bias, pos)
     full = (B, H, T, S)
     visible = np.ones(full, bool) if mask is None else np.broadcast_to(mask, full)
     if causal:  # causal is a statement about positions: after permuting S it is a mask

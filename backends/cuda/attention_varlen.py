@@ -37,6 +37,7 @@ from backends.cuda.attention import (
 )
 from spec.attention.checks import check_scale, check_tile
 from spec.attention.naive import AttentionOut
+from spec.attention.positional import materialise
 from spec.attention.tiled import flash_forward as spec_flash_forward
 from spec.attention.varlen import VarlenOut, VarlenShape, check_varlen_inputs, pack
 from spec.attention.varlen import flash_varlen_forward as spec_flash_varlen_forward
@@ -171,7 +172,7 @@ def _baselines(q, k, v, cu_q, cu_k, causal: bool, positions: dict, rng) -> list[
         # sequence b as a batch of one: (T_b, H, D) -> (1, H, T_b, D)
         q_b, k_b, v_b = (x[a:z].transpose(1, 0, 2)[None] for x, a, z in
                          ((q, t0, t1), (k, s0, s1), (v, s0, s1)))
-        qm, km, bias = forward.materialised(q_b, k_b, None, pos)
+        qm, km, bias = materialise(q_b, k_b, None, pos)
         do = np.zeros((1, H, t1 - t0, v.shape[2]), np.float32)
         outs = forward.permuted_runs(spec_run, qm, km, v_b, do, bias=bias, mask=None,
                                      causal=causal, names=AttentionOut._fields, rng=rng,

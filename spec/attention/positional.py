@@ -102,6 +102,19 @@ def alibi_tile(pos: Positions, T: int, S: int, t0: int, t1: int, s0: int, s1: in
     return -(pos.slopes_H[None, :, None, None] * f_CC[None, None])
 
 
+def materialise(q_BHTD, k_BGSD, bias, pos: Positions):
+    """(q̃, k̃, bias + alibi): the same problem without positional options, in q's dtype
+    exactly as the spec computes it. Plain attention on it is attention with ``pos``;
+    unlike the fused form it is equivariant under permuting T and S, which is what the
+    tolerance baselines of the backends' checks need. The bias is T x S: for checks only.
+    """
+    if not pos.any:
+        return q_BHTD, k_BGSD, bias
+    T, S = q_BHTD.shape[2], k_BGSD.shape[2]
+    q_BHTD, k_BGSD = rotate_qk(q_BHTD, k_BGSD, pos)
+    return q_BHTD, k_BGSD, add_bias(bias, alibi_tile(pos, T, S, 0, T, 0, S, q_BHTD.dtype))
+
+
 def add_bias(bias_BHCC, alibi_1HCC):
     """bias + alibi, the one term the score adds (either may be absent)."""
     if alibi_1HCC is None:

@@ -41,14 +41,7 @@ import numpy as np
 
 from spec.attention.checks import check_scale
 from spec.attention.naive import attention, causal_visible_TS, expand_kv_heads
-from spec.attention.positional import (
-    add_bias,
-    alibi_tile,
-    check_positions,
-    query_positions,
-    rotate_qk,
-    unrotate,
-)
+from spec.attention.positional import check_positions, materialise, query_positions, unrotate
 from spec.attention.softmax import softmax
 from spec.attention.tiled import flash_backward, flash_forward
 from spec.position.rope import rope_qk
@@ -168,18 +161,13 @@ def _baseline_inputs(xm: _Inputs, reorderings: list[_Reordering], scale):
 
 
 def _materialise(x: _Inputs, positions: dict) -> _Inputs:
-    """The same problem without positional options: q, k rotated and the ALiBi term
-    added to the bias, each in x's dtype exactly as the spec computes them."""
+    """The same problem without positional options (spec.attention.positional.materialise)."""
     if not positions:
         return x
-    _, H, T, D = x.q.shape
-    S = x.k.shape[2]
+    _, H, _, D = x.q.shape
     pos = check_positions(positions.get("rope"), positions.get("alibi_slopes"),
                           positions.get("alibi_form", "linear"), H=H, D=D, dtype=x.q.dtype)
-    q, k = rotate_qk(x.q, x.k, pos)
-    bias = add_bias(x.bias, alibi_tile(pos, T, S, 0, T, 0, S, x.q.dtype))
-    if bias is not None:
-        bias = np.ascontiguousarray(np.broadcast_to(bias, (bias.shape[0], H, T, S)))
+    q, k, bias = materialise(x.q, x.k, x.bias, pos)
     return x._replace(q=q, k=k, bias=bias)
 
 
