@@ -97,7 +97,7 @@ def alibi_tile(pos: Positions, T: int, S: int, t0: int, t1: int, s0: int, s1: in
         return None
     i_C1 = query_positions(T, S)[t0:t1, None]
     j_1C = np.arange(s0, s1)[None, :]
-    f_CC = penalty_table(max(T, S), pos.form, dtype)[np.abs(i_C1 - j_1C)]
+    f_CC = penalty(np.abs(i_C1 - j_1C), pos.form).astype(dtype)
     # alibi = -(m · f(d))
     return -(pos.slopes_H[None, :, None, None] * f_CC[None, None])
 
