@@ -290,6 +290,110 @@ def with_varlen_edge_examples(test):
     return test
 
 
+# ---------------------------------------------------------------- block-sparse layouts
+
+PATTERNS = ("random", "all", "per_head", "empty_rows", "sliding")
+
+
+@dataclass(frozen=True)
+class BlockSparseProblem:
+    """Attention over a block layout: shapes, block size, the pattern and its options."""
+
+    B: int
+    H: int
+    G: int
+    T: int
+    S: int
+    D: int
+    E: int
+    block_size: int
+    causal: bool = True
+    pattern: str = "random"
+    """random (shared) | all (every tile, or every causal one) | per_head (one per batch and
+    head) | empty_rows (some query blocks keep nothing) | sliding (the two nearest key blocks)."""
+    block_bias: bool = False
+    logit: float = 1.0
+    scale: float | None = None
+    seed: int = 0
+
+    def arrays(self, dtype) -> dict[str, np.ndarray]:
+        """q, k, v, do in ``dtype``, as :meth:`AttentionProblem.arrays` makes them."""
+        x = AttentionProblem(B=self.B, H=self.H, G=self.G, T=self.T, S=self.S, D=self.D,
+                             E=self.E, logit=self.logit, scale=self.scale, seed=self.seed).arrays(dtype)
+        return {n: x[n] for n in ("q", "k", "v", "do")}
+
+    def keep(self) -> np.ndarray:
+        """The block mask: keep_NN, or keep_BHNN for ``per_head``; never a tile wholly in
+        the causal future."""
+        from spec.attention.block_sparse import causal_blocks
+
+        rng = np.random.default_rng(self.seed + 1)
+        C = self.block_size
+        Nq, Nk = -(-self.T // C), -(-self.S // C)
+        allowed_NN = causal_blocks(self.T, self.S, C) if self.causal else np.ones((Nq, Nk), np.bool_)
+        if self.pattern == "all":
+            return allowed_NN
+        if self.pattern == "sliding":
+            # the two key blocks nearest each query block's last query (bottom-right)
+            last_N1 = (np.minimum((np.arange(Nq) + 1) * C, self.T)[:, None] - 1 + self.S - self.T) // C
+            delta_NN = last_N1 - np.arange(Nk)[None, :]
+            return allowed_NN & (delta_NN >= 0) & (delta_NN < 2)
+        shape = (self.B, self.H, Nq, Nk) if self.pattern == "per_head" else (Nq, Nk)
+        keep = allowed_NN & (rng.random(shape) < 0.5)
+        if self.pattern == "empty_rows":
+            keep &= rng.random((Nq, 1)) < 0.5
+        return keep
+
+    def layout(self):
+        from spec.attention.block_sparse import block_layout
+
+        return block_layout(self.keep(), self.block_size)
+
+    def bias_of(self, layout, dtype) -> np.ndarray | None:
+        """One finite value per kept tile (an importance correction is such a bias)."""
+        if not self.block_bias:
+            return None
+        rng = np.random.default_rng(self.seed + 2)
+        return rng.uniform(0.0, 3.0, layout.n_kept).astype(dtype)
+
+    def options(self) -> dict:
+        return {"causal": self.causal, "scale": self.scale}
+
+
+@st.composite
+def block_sparse_problems(draw, *, max_len: int = 40) -> BlockSparseProblem:
+    """Block sizes 1 .. 16 with lengths around block edges; GQA; causal or not."""
+    C = draw(st.sampled_from([1, 3, 4, 8, 16]))
+    T = _near_tile(draw, C, max_len)
+    S = draw(st.one_of(st.just(T), st.integers(1, max_len)))
+    G = draw(st.sampled_from([1, 2]))
+    return BlockSparseProblem(
+        B=draw(st.integers(1, 2)), H=G * draw(st.sampled_from([1, 2])), G=G, T=T, S=S,
+        D=draw(st.sampled_from([1, 4, 8, 17])), E=draw(st.sampled_from([1, 3, 8])),
+        block_size=C, causal=draw(st.booleans()), pattern=draw(st.sampled_from(PATTERNS)),
+        block_bias=draw(st.booleans()), logit=draw(st.sampled_from([1.0, 1.0, 30.0])),
+        scale=draw(st.sampled_from([None, 0.5])), seed=draw(st.integers(0, 2**32 - 1)),
+    )
+
+
+BLOCK_SPARSE_EDGE_PROBLEMS = (
+    BlockSparseProblem(B=1, H=1, G=1, T=1, S=1, D=1, E=1, block_size=1, pattern="all"),
+    # short last blocks, T != S under causal, a pattern per head with GQA
+    BlockSparseProblem(B=2, H=4, G=2, T=17, S=21, D=8, E=3, block_size=8, pattern="per_head",
+                       block_bias=True),
+    BlockSparseProblem(B=1, H=2, G=1, T=33, S=33, D=16, E=8, block_size=16, pattern="empty_rows",
+                       logit=30.0),
+    BlockSparseProblem(B=1, H=1, G=1, T=5, S=12, D=4, E=4, block_size=4, causal=False,
+                       pattern="sliding"),
+)
+
+
+def with_block_sparse_edge_examples(test):
+    for p in BLOCK_SPARSE_EDGE_PROBLEMS:
+        test = example(problem=p)(test)
+    return test
+
+
 # ---------------------------------------------------------------- row softmax
 
 SOFTMAX_REGIMES = ("normal", "masked", "empty_rows", "nan_row")

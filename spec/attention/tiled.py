@@ -107,6 +107,91 @@ def _score_tile(q_BHCD, pb: _Problem, causal, t0, t1, s0, s1):
     return score_BHCC, visible_BHCC
 
 
+class RowState(NamedTuple):
+    """The online softmax's running statistics of a block of query rows."""
+
+    m_BHC: np.ndarray
+    """Running maximum of the visible scores seen so far (-inf before the first)."""
+    l_BHC: np.ndarray
+    """Running denominator Σ exp(score - m)."""
+    acc_BHCE: np.ndarray
+    """Unnormalised output Õ = Σ exp(score - m) v."""
+
+
+def start_rows(rows: tuple[int, ...], E: int, dtype) -> RowState:
+    """The state before any key: m = -inf, l = 0, Õ = 0."""
+    return RowState(np.full(rows, -np.inf, dtype), np.zeros(rows, dtype), np.zeros(rows + (E,), dtype))
+
+
+def online_step(row: RowState, score_BHCC, visible_BHCC, v_BHCE) -> RowState:
+    """Fold one key tile into the running statistics (FlashAttention-2, Algorithm 1, lines 8-10).
+
+    Shared by every tiled form (dense tiles here, kept blocks in
+    :mod:`spec.attention.block_sparse`), so they all round alike.
+    """
+    dtype = score_BHCC.dtype
+    zero, minus_inf = dtype.type(0), dtype.type(-np.inf)
+    # m' = max(m, rowmax(S)) over visible scores
+    score_BHCC = np.where(visible_BHCC, score_BHCC, minus_inf)
+    m_new_BHC = np.maximum(row.m_BHC, np.max(score_BHCC, axis=-1))
+    m_safe_BHC = np.where(m_new_BHC == minus_inf, zero, m_new_BHC)
+    # P = exp(S - m'),  α = exp(m - m');  masked scores are -inf, so their P is 0
+    p_BHCC = np.exp(score_BHCC - m_safe_BHC[..., None])
+    alpha_BHC = np.exp(row.m_BHC - m_safe_BHC)
+    # l' = α l + rowsum(P),  Õ' = α Õ + P V
+    l_BHC = alpha_BHC * row.l_BHC + p_BHCC.sum(axis=-1)
+    acc_BHCE = alpha_BHC[..., None] * row.acc_BHCE + np.einsum("BHTS,BHSE->BHTE", p_BHCC, v_BHCE)
+    return RowState(m_new_BHC, l_BHC, acc_BHCE)
+
+
+def finish_rows(row: RowState) -> tuple[np.ndarray, np.ndarray]:
+    """o = Õ / l,  lse = m + log l;  a row that saw no visible key has m = -inf, l = 0
+    and gets o = 0, lse = -inf."""
+    dtype = row.l_BHC.dtype
+    empty_BHC = row.m_BHC == dtype.type(-np.inf)
+    l_safe_BHC = np.where(empty_BHC, dtype.type(1), row.l_BHC)
+    o_BHCE = row.acc_BHCE / l_safe_BHC[..., None]
+    return o_BHCE, np.where(empty_BHC, dtype.type(-np.inf), row.m_BHC + np.log(l_safe_BHC))
+
+
+class TileGrads(NamedTuple):
+    """One (query tile, key tile) pair's contributions to dq, dk and dv."""
+
+    dq_BHCD: np.ndarray
+    dk_BHCD: np.ndarray
+    dv_BHCE: np.ndarray
+
+
+def backward_tile(score_BHCC, visible_BHCC, lse_BHC, delta_BHC, q_BHCD, k_BHCD, v_BHCE,
+                  do_BHCE, scale) -> TileGrads:
+    """Gradient contributions of one tile pair (FlashAttention-2, Algorithm 2, lines 11-19).
+
+    ``lse_BHC`` is the forward's; rows with lse = -inf saw no visible key and get P = 0.
+    Shared by the dense and the block-sparse backward.
+    """
+    dtype = score_BHCC.dtype
+    zero, minus_inf = dtype.type(0), dtype.type(-np.inf)
+    empty_BHC = lse_BHC == minus_inf
+    visible_BHCC = visible_BHCC & ~empty_BHC[..., None]
+    lse_safe_BHC = np.where(empty_BHC, zero, lse_BHC)
+    # P = exp(S - lse), 0 where masked
+    p_BHCC = np.exp(np.where(visible_BHCC, score_BHCC, minus_inf) - lse_safe_BHC[..., None])
+    # dV = Pᵀ dO;  dP = dO Vᵀ;  dS = P ∘ (dP - Δ)
+    dv_BHCE = np.einsum("BHTS,BHTE->BHSE", p_BHCC, do_BHCE)
+    dp_BHCC = np.einsum("BHTE,BHSE->BHTS", do_BHCE, v_BHCE)
+    ds_BHCC = p_BHCC * (dp_BHCC - delta_BHC[..., None])
+    # dQ = scale · dS K;  dK = scale · dSᵀ Q
+    return TileGrads(scale * np.einsum("BHTS,BHSD->BHTD", ds_BHCC, k_BHCD),
+                     scale * np.einsum("BHTS,BHTD->BHSD", ds_BHCC, q_BHCD),
+                     dv_BHCE)
+
+
+def sum_over_group(dx_BHSX: np.ndarray, G: int) -> np.ndarray:
+    """A key/value head's gradient is the sum over the H/G query heads of its group."""
+    B, H, S, X = dx_BHSX.shape
+    return dx_BHSX.reshape(B, G, H // G, S, X).sum(axis=2)
+
+
 def flash_forward(
     q_BHTD: np.ndarray,
     k_BGSD: np.ndarray,
@@ -149,40 +234,21 @@ def flash_forward(
     """
     pb = _prepare(q_BHTD, k_BGSD, v_BGSE, scale, bias, mask, causal, tile_t, tile_s,
                   rope, alibi_slopes, alibi_form)
-    B, H, G, T, S, D, E = pb.shape
+    B, H, _, T, S, _, E = pb.shape
     dtype = q_BHTD.dtype
-    zero, minus_inf = dtype.type(0), dtype.type(-np.inf)
     o_BHTE = np.empty((B, H, T, E), dtype)
     lse_BHT = np.empty((B, H, T), dtype)
     for t0 in range(0, T, tile_t):
         t1 = min(t0 + tile_t, T)
         q_BHCD = pb.q_BHTD[:, :, t0:t1]
-        m_BHC = np.full((B, H, t1 - t0), minus_inf, dtype)
-        l_BHC = np.zeros((B, H, t1 - t0), dtype)
-        acc_BHCE = np.zeros((B, H, t1 - t0, E), dtype)
+        row = start_rows((B, H, t1 - t0), E, dtype)
         for s0 in range(0, S, tile_s):
             s1 = min(s0 + tile_s, S)
             if causal and _tile_is_future(t1, s0, pb.shape):
                 break
             score_BHCC, visible_BHCC = _score_tile(q_BHCD, pb, causal, t0, t1, s0, s1)
-            # m' = max(m, rowmax(S)) over visible scores
-            score_BHCC = np.where(visible_BHCC, score_BHCC, minus_inf)
-            m_new_BHC = np.maximum(m_BHC, np.max(score_BHCC, axis=-1))
-            m_safe_BHC = np.where(m_new_BHC == minus_inf, zero, m_new_BHC)
-            # P = exp(S - m'),  α = exp(m - m');  masked scores are -inf, so their P is 0
-            p_BHCC = np.exp(score_BHCC - m_safe_BHC[..., None])
-            alpha_BHC = np.exp(m_BHC - m_safe_BHC)
-            # l' = α l + rowsum(P),  Õ' = α Õ + P V
-            l_BHC = alpha_BHC * l_BHC + p_BHCC.sum(axis=-1)
-            acc_BHCE = alpha_BHC[..., None] * acc_BHCE + np.einsum(
-                "BHTS,BHSE->BHTE", p_BHCC, pb.v_BHSE[:, :, s0:s1]
-            )
-            m_BHC = m_new_BHC
-        # o = Õ / l,  lse = m + log l;  a row that saw no visible key has m = -inf, l = 0
-        empty_BHC = m_BHC == minus_inf
-        l_safe_BHC = np.where(empty_BHC, dtype.type(1), l_BHC)
-        o_BHTE[:, :, t0:t1] = acc_BHCE / l_safe_BHC[..., None]
-        lse_BHT[:, :, t0:t1] = np.where(empty_BHC, minus_inf, m_BHC + np.log(l_safe_BHC))
+            row = online_step(row, score_BHCC, visible_BHCC, pb.v_BHSE[:, :, s0:s1])
+        o_BHTE[:, :, t0:t1], lse_BHT[:, :, t0:t1] = finish_rows(row)
     return AttentionOut(o_BHTE, lse_BHT)
 
 
@@ -234,39 +300,27 @@ def flash_backward(
     check_backward_inputs(pb.shape, q_BHTD, o_BHTE, lse_BHT, do_BHTE)
     B, H, G, T, S, D, E = pb.shape
     dtype = q_BHTD.dtype
-    zero, minus_inf = dtype.type(0), dtype.type(-np.inf)
     # Δ = rowsum(dO ∘ O)
     delta_BHT = np.sum(do_BHTE * o_BHTE, axis=-1)
-    empty_BHT = lse_BHT == minus_inf
-    lse_safe_BHT = np.where(empty_BHT, zero, lse_BHT)
     dq_BHTD = np.zeros((B, H, T, D), dtype)
     dk_BHSD = np.zeros((B, H, S, D), dtype)
     dv_BHSE = np.zeros((B, H, S, E), dtype)
     for s0 in range(0, S, tile_s):
         s1 = min(s0 + tile_s, S)
-        k_BHCD = pb.k_BHSD[:, :, s0:s1]
-        v_BHCE = pb.v_BHSE[:, :, s0:s1]
         for t0 in range(0, T, tile_t):
             t1 = min(t0 + tile_t, T)
             if causal and _tile_is_future(t1, s0, pb.shape):
                 continue
             q_BHCD = pb.q_BHTD[:, :, t0:t1]
-            do_BHCE = do_BHTE[:, :, t0:t1]
             score_BHCC, visible_BHCC = _score_tile(q_BHCD, pb, causal, t0, t1, s0, s1)
-            visible_BHCC = visible_BHCC & ~empty_BHT[:, :, t0:t1, None]
-            # P = exp(S - lse), 0 where masked
-            p_BHCC = np.exp(np.where(visible_BHCC, score_BHCC, minus_inf) - lse_safe_BHT[:, :, t0:t1, None])
-            # dV += Pᵀ dO;  dP = dO Vᵀ;  dS = P ∘ (dP - Δ)
-            dv_BHSE[:, :, s0:s1] += np.einsum("BHTS,BHTE->BHSE", p_BHCC, do_BHCE)
-            dp_BHCC = np.einsum("BHTE,BHSE->BHTS", do_BHCE, v_BHCE)
-            ds_BHCC = p_BHCC * (dp_BHCC - delta_BHT[:, :, t0:t1, None])
-            # dQ += scale · dS K;  dK += scale · dSᵀ Q
-            dq_BHTD[:, :, t0:t1] += pb.scale * np.einsum("BHTS,BHSD->BHTD", ds_BHCC, k_BHCD)
-            dk_BHSD[:, :, s0:s1] += pb.scale * np.einsum("BHTS,BHTD->BHSD", ds_BHCC, q_BHCD)
-    # a key/value head's gradient is the sum over the query heads of its group
-    group = H // G
-    dk_BGSD = dk_BHSD.reshape(B, G, group, S, D).sum(axis=2)
-    dv_BGSE = dv_BHSE.reshape(B, G, group, S, E).sum(axis=2)
+            g = backward_tile(score_BHCC, visible_BHCC, lse_BHT[:, :, t0:t1], delta_BHT[:, :, t0:t1],
+                              q_BHCD, pb.k_BHSD[:, :, s0:s1], pb.v_BHSE[:, :, s0:s1],
+                              do_BHTE[:, :, t0:t1], pb.scale)
+            dq_BHTD[:, :, t0:t1] += g.dq_BHCD
+            dk_BHSD[:, :, s0:s1] += g.dk_BHCD
+            dv_BHSE[:, :, s0:s1] += g.dv_BHCE
+    dk_BGSD = sum_over_group(dk_BHSD, G)
+    dv_BGSE = sum_over_group(dv_BHSE, G)
     # the gradients above are with respect to the rotated q, k: dq = R_iᵀ dq̃, dk = R_jᵀ dk̃
     dq_BHTD = unrotate(dq_BHTD, query_positions(T, S), pb.pos)
     dk_BGSD = unrotate(dk_BGSD, np.arange(S), pb.pos)
