@@ -72,6 +72,8 @@ _BWD_SPEC = "spec.attention.tiled:flash_backward"
 _SOFTMAX_SPEC = "spec.attention.softmax:softmax"
 _VARLEN_SPEC = "spec.attention.varlen:flash_varlen_forward"
 _ROPE_SPEC = "spec.position.rope:rope_qk"
+_SPARSE = "spec.attention.block_sparse"
+_PRFLASH = "spec.attention.prflash"
 
 _ENTRIES: tuple[Entry, ...] = (
     Entry("attention.flash_forward", "spec", None, _FWD_SPEC, _FWD_SPEC, (F16, F32, F64)),
@@ -110,6 +112,19 @@ _ENTRIES: tuple[Entry, ...] = (
     Entry("position.rope_qk", "spec", None, _ROPE_SPEC, _ROPE_SPEC, (F16, F32, F64)),
     Entry("position.rope_qk", "cpu", None, "backends.cpu.rope:rope_qk", _ROPE_SPEC, (F32, F64)),
     Entry("position.rope_qk", "cuda", None, "backends.cuda.rope:rope_qk", _ROPE_SPEC, (F32,)),
+    *(
+        Entry(f"attention.{module}_{fn}", "spec", None, f"{spec}:{module}_{fn}",
+              f"{spec}:{module}_{fn}", (F16, F32, F64))
+        for module, spec in (("block_sparse", _SPARSE), ("prflash", _PRFLASH))
+        for fn in ("forward", "backward")
+    ),
+    *(
+        Entry(f"attention.{module}_{fn}", backend, None, f"backends.{backend}.block_sparse:{module}_{fn}",
+              f"{spec}:{module}_{fn}", dtypes)
+        for backend, dtypes in (("cpu", (F32, F64)), ("cuda", (F32,)))
+        for module, spec in (("block_sparse", _SPARSE), ("prflash", _PRFLASH))
+        for fn in ("forward", "backward")
+    ),
 )
 
 

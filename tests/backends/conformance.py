@@ -39,6 +39,13 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
+from spec.attention import prflash
+from spec.attention.block_sparse import (
+    block_layout,
+    block_sparse_backward,
+    block_sparse_forward,
+    dense_equivalent,
+)
 from spec.attention.checks import check_scale
 from spec.attention.naive import attention, causal_visible_TS, expand_kv_heads
 from spec.attention.positional import check_positions, materialise, query_positions, unrotate
@@ -46,7 +53,7 @@ from spec.attention.softmax import softmax
 from spec.attention.tiled import flash_backward, flash_forward
 from spec.position.rope import rope_qk
 from spec.tolerance import assert_close, oracle_dtype
-from tests.strategies import AttentionProblem, SoftmaxProblem, VarlenProblem
+from tests.strategies import AttentionProblem, BlockSparseProblem, SoftmaxProblem, VarlenProblem
 
 REORDERINGS = 16
 SEQUENTIAL = 4
@@ -301,6 +308,109 @@ def check_varlen(fn: Callable, problem: VarlenProblem, dtype) -> None:
     out = fn(a["q"], a["k"], a["v"], cu_q, cu_k, **problem.options())
     _assert_all(("o_THE", "lse_HT"), out, oracle, baselines, dtype, problem)
 
+
+
+class _SparseCase(NamedTuple):
+    """A block-sparse problem three ways: the call of the op under test, its spec call,
+    and the dense problem with the expanded block mask (and bias) it equals."""
+
+    call: Callable
+    """call(fn, q, k, v) for the op's forward; call(fn, q, k, v, o, lse, do) for its backward."""
+    x: _Inputs
+    wide: _Inputs
+
+
+def _sparse_case(problem: BlockSparseProblem, dtype, op: str) -> _SparseCase:
+    """``op`` is "block_sparse" (the CSR layout and block_bias) or "prflash" (the boolean
+    mask and importance probabilities, causal)."""
+    a = problem.arrays(dtype)
+    keep = problem.keep()
+    layout = block_layout(keep, problem.block_size)
+    opts = {"scale": problem.scale}
+    if op == "prflash":
+        assert problem.causal, "PrFlashAttention is causal"
+        importance = None
+        if problem.block_bias:
+            rng = np.random.default_rng(problem.seed + 3)
+            importance = rng.uniform(0.05, 1.0, keep.shape)
+        block_bias = prflash.importance_bias(importance, keep, dtype)
+        opts.update(block_size=problem.block_size, importance=importance)
+        layout_arg = keep
+    else:
+        block_bias = problem.bias_of(layout, dtype)
+        opts.update(causal=problem.causal, block_bias=block_bias)
+        layout_arg = layout
+
+    def call(fn, *arrays):
+        return fn(*arrays, layout_arg, **opts)
+
+    mask, bias = dense_equivalent(layout, problem.T, problem.S, block_bias)
+    wide_dt = oracle_dtype(dtype)
+    x = _Inputs(a["q"], a["k"], a["v"], a["do"], bias, mask, problem.causal)
+    wide = _Inputs(*(y.astype(wide_dt) for y in (x.q, x.k, x.v, x.do)),
+                   None if bias is None else bias.astype(wide_dt), mask, problem.causal)
+    return _SparseCase(call, x, wide)
+
+
+def _dense_reorderings(problem: BlockSparseProblem, x: _Inputs):
+    """The dense equivalent's baselines: it is an attention problem with a mask, so the
+    reordered and sequential-score copies of :func:`_baseline_inputs` apply to it."""
+    reorderings = _reorderings_of(problem.T, problem.S, problem.D, problem.E, problem.seed)
+    return _baseline_inputs(x, reorderings, problem.scale)
+
+
+def check_block_sparse_forward(fn: Callable, problem: BlockSparseProblem, dtype, *,
+                               op: str = "block_sparse") -> None:
+    """``fn`` (block_sparse_forward's or prflash_forward's signature, per ``op``) agrees
+    with the oracle on the dense equivalent of the layout.
+
+    Baselines: the block-sparse spec in ``dtype`` (the kept tiles in layout order), and
+    the dense tiled spec on the dense equivalent and its reorderings.
+    """
+    dtype = np.dtype(dtype)
+    case = _sparse_case(problem, dtype, op)
+    x, w = case.x, case.wide
+
+    def dense(f, y: _Inputs):
+        return f(y.q, y.k, y.v, bias=y.bias, mask=y.mask, causal=y.causal, scale=problem.scale)
+
+    oracle = dense(attention, w)
+    spec_fn = prflash.prflash_forward if op == "prflash" else block_sparse_forward
+    baselines = [case.call(spec_fn, x.q, x.k, x.v)]
+    for r, y in _dense_reorderings(problem, x):
+        res = dense(flash_forward, y)
+        baselines.append(res if r is None else r.undo_outputs(*res))
+    out = case.call(fn, x.q, x.k, x.v)
+    _assert_all(("o_BHTE", "lse_BHT"), out, oracle, baselines, dtype, problem)
+
+
+def check_block_sparse_backward(fn: Callable, problem: BlockSparseProblem, dtype, *,
+                                forward_fn: Callable, op: str = "block_sparse") -> None:
+    """``fn`` (block_sparse_backward's or prflash_backward's signature) agrees with the
+    float64-validated dense backward on the dense equivalent; each side is fed its own
+    forward's o, lse, as in :func:`check_backward`."""
+    dtype = np.dtype(dtype)
+    case = _sparse_case(problem, dtype, op)
+    x, w = case.x, case.wide
+
+    def dense(y: _Inputs):
+        opts = {"bias": y.bias, "mask": y.mask, "causal": y.causal, "scale": problem.scale}
+        fwd = flash_forward(y.q, y.k, y.v, **opts)
+        return flash_backward(y.q, y.k, y.v, *fwd, y.do, **opts)
+
+    def sparse(fwd_fn, bwd_fn):
+        fwd = case.call(fwd_fn, x.q, x.k, x.v)
+        return case.call(bwd_fn, x.q, x.k, x.v, *fwd, x.do)
+
+    oracle = dense(w)
+    spec_pair = ((prflash.prflash_forward, prflash.prflash_backward) if op == "prflash"
+                 else (block_sparse_forward, block_sparse_backward))
+    baselines = [sparse(*spec_pair)]
+    for r, y in _dense_reorderings(problem, x):
+        res = dense(y)
+        baselines.append(res if r is None else r.undo_grads(*res))
+    out = sparse(forward_fn, fn)
+    _assert_all(("dq_BHTD", "dk_BGSD", "dv_BGSE"), out, oracle, baselines, dtype, problem)
 
 def check_rope_qk(fn: Callable, problem: AttentionProblem, dtype) -> None:
     """``fn`` (rope_qk's signature) rotates exactly as the spec: equal, not close.
