@@ -116,6 +116,50 @@ def _position_cases(small: bool) -> dict[str, _Case]:
     }
 
 
+def _sparse_cases(small: bool) -> dict[str, _Case]:
+    """One sampled harmonic block pattern (a quarter of the causal blocks), on the
+    attention inputs: the CSR layout with its importance correction, and the mask form."""
+    from spec.attention import prflash
+    from spec.attention.block_sparse import block_layout, dense_equivalent
+    from spec.attention.naive import attention
+    from spec.attention.tiled import flash_backward
+
+    x = _attention_inputs(small)
+    T = x["q"].shape[2]
+    C = 32 if small else 64
+    n = T // C
+    p_NN = prflash.harmonic_probs(n, max(1.0, 0.25 * (n + 1) / 2))
+    keep_NN = prflash.sample_keep(p_NN, np.random.default_rng(3))
+    layout = block_layout(keep_NN, C)
+    bias_K = prflash.importance_bias(p_NN, keep_NN, np.float64)
+    mask, bias = dense_equivalent(layout, T, T, bias_K)
+    dense = {"causal": True, "mask": mask, "bias": bias}
+    oracle_fwd = attention(x["q"], x["k"], x["v"], **dense)
+    oracle_bwd = flash_backward(x["q"], x["k"], x["v"], *oracle_fwd, x["do"], **dense)
+
+    def arrays(dtype, backward):
+        a = [x[n].astype(dtype) for n in ("q", "k", "v")]
+        if backward:  # fed the oracle's forward outputs, rounded, so it is judged alone
+            a += [y.astype(dtype) for y in oracle_fwd] + [x["do"].astype(dtype)]
+        return a
+
+    def sparse(backward):
+        def call(fn, dtype):
+            return fn(*arrays(dtype, backward), layout, block_bias=bias_K.astype(dtype))
+        return call
+
+    def pr(backward):
+        def call(fn, dtype):
+            return fn(*arrays(dtype, backward), keep_NN, block_size=C, importance=p_NN)
+        return call
+
+    return {
+        "attention.block_sparse_forward": _Case(sparse(False), tuple(oracle_fwd)),
+        "attention.block_sparse_backward": _Case(sparse(True), tuple(oracle_bwd)),
+        "attention.prflash_forward": _Case(pr(False), tuple(oracle_fwd)),
+        "attention.prflash_backward": _Case(pr(True), tuple(oracle_bwd)),
+    }
+
 def _softmax_case(small: bool) -> _Case:
     from spec.attention.softmax import softmax
 
@@ -148,6 +192,7 @@ def tour_rows(*, small: bool, dtype=np.float32, repeats: int = 3) -> list[TourRo
         """(case, spec outputs, spec seconds) of ``op`` at one size, computed once."""
         if size_small not in cases:
             cases[size_small] = {**_attention_cases(size_small), **_position_cases(size_small),
+                                 **_sparse_cases(size_small),
                                  "attention.softmax": _softmax_case(size_small)}
         if (size_small, op) not in spec_runs:
             case = cases[size_small][op]
