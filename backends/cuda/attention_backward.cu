@@ -72,6 +72,7 @@
 // warp reads at one d then sit in 32 different banks. The launcher picks the placement per
 // HEAD_DIM so that no configuration spills (the compile gate checks it).
 #include "attention_common.cuh"
+#include "tile_rows.cuh"
 
 #define ROW_PITCH (HEAD_DIM + 1)
 
@@ -106,80 +107,6 @@ struct SpecTiles {
         return ((need + tile_t - 1) / tile_t - 1) * tile_t;  // the first tile ending at >= need
     }
 };
-
-// P = exp(where(visible, score, -inf) - lse_safe), as the spec writes it: 0 where masked or
-// where the row saw no visible key (lse = -inf, whose lse_safe is 0), NaN where lse is NaN.
-__device__ __forceinline__ float probability(float score, bool visible, float lse) {
-    const bool empty = lse == neg_inf();
-    return expf((visible && !empty ? score : neg_inf()) - (empty ? 0.0f : lse));
-}
-
-__device__ __forceinline__ float4 load4(const float* p) { return *reinterpret_cast<const float4*>(p); }
-
-__device__ __forceinline__ float lane4(const float4& v, int c) {
-    return c == 0 ? v.x : (c == 1 ? v.y : (c == 2 ? v.z : v.w));
-}
-
-// Widths rounded up to whole float4s: the loops below step through D and E by 4 and guard
-// each step, not each element; the columns up to the rounded width hold zeros, which add
-// exact zeros to the sums (x + 0·0 = x) and land in accumulator columns never stored.
-__device__ __forceinline__ int round4(int n) { return (n + 3) & ~3; }
-
-// rows x cols of a row-major global array (row stride cols) into shared memory with row
-// stride `pitch`, zero in the columns from cols up to round4(cols); consecutive threads
-// read consecutive elements (coalesced).
-__device__ __forceinline__ void load_rows(float* dst, int pitch, const float* src, int rows,
-                                          int cols, int tid, int threads) {
-    const int width = round4(cols);
-    for (int i = tid; i < rows * width; i += threads) {
-        const int row = i / width, col = i % width;
-        dst[row * pitch + col] = col < cols ? src[(long long)row * cols + col] : 0.0f;
-    }
-}
-
-// x[r] = Σ_i tile[row0 + r][i] · vec[i] for the STEP rows from row0 and i < round4(n): plain
-// products added in the order of i (the rule of scores and dP, attention_common.cuh). The
-// tile's rows are HEAD_DIM floats; `vec` is a register array or a shared-memory row.
-template <typename Vec>
-__device__ __forceinline__ void tile_dots(float (&x)[STEP], const float* tile, int row0,
-                                          const Vec& vec, int n) {
-#pragma unroll
-    for (int r = 0; r < STEP; ++r) x[r] = 0.0f;
-#pragma unroll
-    for (int i4 = 0; i4 < HEAD_DIM; i4 += 4) {
-        if (i4 < n) {
-#pragma unroll
-            for (int r = 0; r < STEP; ++r) {
-                const float4 t4 = load4(&tile[(row0 + r) * HEAD_DIM + i4]);
-#pragma unroll
-                for (int c = 0; c < 4; ++c) x[r] = x[r] + lane4(t4, c) * vec[i4 + c];
-            }
-        }
-    }
-}
-
-// acc[i] += Σ_r w[r] · tile[row0 + r][i] over the rows with ok[r], for i < round4(n): the
-// STEP terms of a column fused (fmaf) in the order of r, then added to the accumulator.
-__device__ __forceinline__ void add_weighted_rows(float (&acc)[HEAD_DIM], const float (&w)[STEP],
-                                                  const bool (&ok)[STEP], const float* tile,
-                                                  int row0, int n) {
-#pragma unroll
-    for (int i4 = 0; i4 < HEAD_DIM; i4 += 4) {
-        if (i4 < n) {
-            float4 t4[STEP];
-#pragma unroll
-            for (int r = 0; r < STEP; ++r) t4[r] = load4(&tile[(row0 + r) * HEAD_DIM + i4]);
-#pragma unroll
-            for (int c = 0; c < 4; ++c) {
-                float part = 0.0f;
-#pragma unroll
-                for (int r = 0; r < STEP; ++r)
-                    if (ok[r]) part = fmaf(w[r], lane4(t4[r], c), part);
-                acc[i4 + c] = acc[i4 + c] + part;
-            }
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------- delta
 

@@ -1,0 +1,80 @@
+// Row and tile helpers of the SIMT backward kernels (attention_backward.cu) and of the
+// block-sparse kernels (block_sparse.cu): one definition, so that both sum in the same order.
+// Include after HEAD_DIM and STEP are defined (the launchers pass them as -D macros), and
+// after attention_common.cuh (neg_inf).
+#pragma once
+
+// P = exp(where(visible, score, -inf) - lse_safe), as spec.attention.tiled.backward_tile: 0
+// where masked or where the row saw no visible key (lse = -inf, whose lse_safe is 0).
+__device__ __forceinline__ float probability(float score, bool visible, float lse) {
+    const bool empty = lse == neg_inf();
+    return expf((visible && !empty ? score : neg_inf()) - (empty ? 0.0f : lse));
+}
+
+__device__ __forceinline__ float4 load4(const float* p) { return *reinterpret_cast<const float4*>(p); }
+
+__device__ __forceinline__ float lane4(const float4& v, int c) {
+    return c == 0 ? v.x : (c == 1 ? v.y : (c == 2 ? v.z : v.w));
+}
+
+// Widths rounded up to whole float4s: the loops step through D and E by 4; the columns up
+// to the rounded width hold zeros, which add exact zeros to the sums (x + 0·0 = x) and land
+// in accumulator columns never stored.
+__device__ __forceinline__ int round4(int n) { return (n + 3) & ~3; }
+
+// rows x cols of a row-major global array (row stride cols) into shared memory with row
+// stride `pitch`, zero in the columns from cols up to round4(cols); consecutive threads read
+// consecutive elements (coalesced).
+__device__ __forceinline__ void load_rows(float* dst, int pitch, const float* src, int rows,
+                                          int cols, int tid, int threads) {
+    const int width = round4(cols);
+    for (int i = tid; i < rows * width; i += threads) {
+        const int row = i / width, col = i % width;
+        dst[row * pitch + col] = col < cols ? src[(long long)row * cols + col] : 0.0f;
+    }
+}
+
+// x[r] = Σ_i tile[row0 + r][i] · vec[i] for the STEP rows from row0 and i < round4(n): plain
+// products added in the order of i (the rule of scores and dP). The tile's rows are HEAD_DIM
+// floats, read as float4 broadcasts; `vec` is a register array or a shared-memory row.
+template <typename Vec>
+__device__ __forceinline__ void tile_dots(float (&x)[STEP], const float* tile, int row0,
+                                          const Vec& vec, int n) {
+#pragma unroll
+    for (int r = 0; r < STEP; ++r) x[r] = 0.0f;
+#pragma unroll
+    for (int i4 = 0; i4 < HEAD_DIM; i4 += 4) {
+        if (i4 < n) {
+#pragma unroll
+            for (int r = 0; r < STEP; ++r) {
+                const float4 t4 = load4(&tile[(row0 + r) * HEAD_DIM + i4]);
+#pragma unroll
+                for (int c = 0; c < 4; ++c) x[r] = x[r] + lane4(t4, c) * vec[i4 + c];
+            }
+        }
+    }
+}
+
+// acc[i] += Σ_r w[r] · tile[row0 + r][i] over the rows with ok[r], for i < round4(n): the STEP
+// terms of a column fused (fmaf) in the order of r, then added to the accumulator.
+template <typename Acc>
+__device__ __forceinline__ void add_weighted_rows(Acc& acc, const float (&w)[STEP],
+                                                  const bool (&ok)[STEP], const float* tile,
+                                                  int row0, int n) {
+#pragma unroll
+    for (int i4 = 0; i4 < HEAD_DIM; i4 += 4) {
+        if (i4 < n) {
+            float4 t4[STEP];
+#pragma unroll
+            for (int r = 0; r < STEP; ++r) t4[r] = load4(&tile[(row0 + r) * HEAD_DIM + i4]);
+#pragma unroll
+            for (int c = 0; c < 4; ++c) {
+                float part = 0.0f;
+#pragma unroll
+                for (int r = 0; r < STEP; ++r)
+                    if (ok[r]) part = fmaf(w[r], lane4(t4[r], c), part);
+                acc[i4 + c] = acc[i4 + c] + part;
+            }
+        }
+    }
+}
