@@ -26,15 +26,17 @@ class AttentionOut(NamedTuple):
     with no visible key."""
 
 
-def causal_visible_TS(T: int, S: int) -> np.ndarray:
+def causal_visible_TS(T: int, S: int, t0: int = 0, t1: int | None = None,
+                      s0: int = 0, s1: int | None = None) -> np.ndarray:
     """Bottom-right causal mask: query t sees key s iff s <= t + (S - T).
 
     The last query is aligned with the last key, as in FlashAttention 2 and in
     decoding with a KV cache (T new queries after S - T cached keys). When S < T the
-    first T - S queries see no key at all.
+    first T - S queries see no key at all. ``t0:t1, s0:s1`` select one tile of it
+    (the whole T x S mask by default), built without the rest.
     """
-    t_T1 = np.arange(T)[:, None]
-    s_1S = np.arange(S)[None, :]
+    t_T1 = np.arange(t0, T if t1 is None else t1)[:, None]
+    s_1S = np.arange(s0, S if s1 is None else s1)[None, :]
     return s_1S <= t_T1 + (S - T)
 
 

@@ -101,7 +101,7 @@ def _score_tile(q_BHCD, pb: _Problem, causal, t0, t1, s0, s1):
     # a -inf score is masked; NaN stays visible so that it propagates, as in the oracle
     visible_BHCC = score_BHCC != -np.inf
     if causal:
-        visible_BHCC = visible_BHCC & causal_visible_TS(pb.shape.T, pb.shape.S)[t0:t1, s0:s1]
+        visible_BHCC = visible_BHCC & causal_visible_TS(pb.shape.T, pb.shape.S, t0, t1, s0, s1)
     if pb.mask_BHTS is not None:
         visible_BHCC = visible_BHCC & pb.mask_BHTS[:, :, t0:t1, s0:s1]
     return score_BHCC, visible_BHCC
