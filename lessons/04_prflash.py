@@ -167,7 +167,7 @@ show_source(prflash._fill_rows, start="n = weight_NN.shape[0]")
 
 # %%
 show_source(prflash.sample_keep, start="p_NN = check_probs(p_NN)")
-show_source(prflash.prflash_forward, start="layout, block_bias = _layout_of")
+show_source(prflash.prflash_forward, start="layout, block_bias = prflash_layout")
 
 # %% [markdown]
 # `prflash_forward` is a thin layer over the block-sparse spec: the mask becomes a

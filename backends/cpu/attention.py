@@ -38,6 +38,16 @@ arithmetic is arranged differently, for speed:
   reduction plus a degree-5 polynomial, about 1 ulp) for float32, and ``math.exp``
   for float64.
 
+* **One tile step, shared.** The online-softmax step of a query tile over a list of key
+  tiles (:func:`_attend_tiles`) and the backward's step of one (query tile, key tile)
+  pair (:func:`_backward_tile`) are inlined helpers used by this module's kernels, the
+  packed forward (:mod:`backends.cpu.varlen`) and block-sparse attention
+  (:mod:`backends.cpu.block_sparse`, which visits only a layout's kept tiles and adds
+  a scalar bias per tile); they differ only in which tiles they visit, so they round
+  alike. Numba's ``cache=True`` checks only the source file of the cached function:
+  after editing these helpers, clear the other modules' cached kernels
+  (``backends/cpu/__pycache__/*.nbi``) or they run the old code.
+
 * **Positions fused, never a T x S array.** RoPE rotates q and k while their tiles are
   copied into the panel buffers (:func:`_load_tile`; keys once per call, each query
   tile once), reading the spec's cos/sin tables; ALiBi's -(m_h · f(|i - j|)) is formed
@@ -511,7 +521,8 @@ def _round4(n):
 
 @njit
 def _visible_scores(score_PSW, b, h, t0, ct, s0, cs, n_t_panels, scale, T, S, causal,
-                    has_bias, bias_2BHTS, has_mask, mask_2BHTS, alibi, slope, f_N, f0):
+                    has_bias, bias_2BHTS, has_mask, mask_2BHTS, alibi, slope, f_N, f0,
+                    has_tile_bias, tile_bias):
     """score ← scale·score + (bias + alibi) on visible entries and -inf elsewhere, in place.
 
     score_PSW holds score(s, t) for key s0 + s, query t0 + t of a sequence of T queries
@@ -522,6 +533,12 @@ def _visible_scores(score_PSW, b, h, t0, ct, s0, cs, n_t_panels, scale, T, S, ca
     scores the lanes are consecutive queries, so they read consecutive entries of f_N
     (a vector load, not a gather). The arithmetic and its order are the spec's: the
     product m·f rounded, and (bias + alibi) summed before it is added to scale·q·k.
+
+    With ``has_tile_bias`` (block-sparse attention, :mod:`backends.cpu.block_sparse`),
+    the finite scalar ``tile_bias`` of the whole tile is added to the visible scores
+    after the scaling, as spec.attention.block_sparse does: score = scale·q·k + β,
+    visibility decided before β is added (β is finite, so it changes none). It is not
+    combined with bias, mask or ALiBi (no caller passes both).
     """
     minus_inf = _like(scale, -np.inf)
     shift = S - T
@@ -536,7 +553,13 @@ def _visible_scores(score_PSW, b, h, t0, ct, s0, cs, n_t_panels, scale, T, S, ca
             t_end = ct - p * W  # padding query lanes are invisible too
             # f_W[j] = f(|i - j|) for lane j (query t0 + pW + j) and key s0 + s
             f_W = f_N[f0 + t0 + p * W + shift - s0 - s:] if alibi else f_N
-            if alibi and not has_bias:
+            if has_tile_bias:
+                for j in range(W):
+                    # score = scale·q·k + β  (β finite: a masked -inf stays -inf)
+                    x = row[j] * scale
+                    keep = key_real & (j >= t_first) & (j < t_end) & (x != minus_inf)
+                    row[j] = x + tile_bias if keep else minus_inf
+            elif alibi and not has_bias:
                 for j in range(W):
                     # score = scale·q·k + alibi,  alibi = -(m · f(|i - j|))
                     x = row[j] * scale + -(slope * f_W[j])
@@ -569,15 +592,34 @@ def _visible_scores(score_PSW, b, h, t0, ct, s0, cs, n_t_panels, scale, T, S, ca
 def _attend(qT_PDW, k_NPSW, v_NPSW, t0, ct, T, S, b, h, scale, causal, tile_s,
             has_bias, bias_2BHTS, has_mask, mask_2BHTS, alibi, slope, f_N, f0,
             acc_PTW, m_PW, l_PW):
-    """The online softmax of one query tile over the key tiles of its sequence.
+    """:func:`_attend_tiles` over every key tile of the sequence, 0, 1, ... in order,
+    no tile bias: the packed forward's entry (:mod:`backends.cpu.varlen`, whose
+    sequences differ in their number of key tiles)."""
+    _attend_tiles(qT_PDW, k_NPSW, v_NPSW, np.arange((S + tile_s - 1) // tile_s),
+                  m_PW[0, :0], False, t0, ct, T, S, b, h, scale, causal, tile_s,
+                  has_bias, bias_2BHTS, has_mask, mask_2BHTS, alibi, slope, f_N, f0,
+                  acc_PTW, m_PW, l_PW)
+
+
+@njit(inline="always")
+def _attend_tiles(qT_PDW, k_NPSW, v_NPSW, tiles_J, tile_bias_J, has_tile_bias,
+                  t0, ct, T, S, b, h, scale, causal, tile_s,
+                  has_bias, bias_2BHTS, has_mask, mask_2BHTS, alibi, slope, f_N, f0,
+                  acc_PTW, m_PW, l_PW):
+    """The online softmax of one query tile over a list of key tiles of its sequence.
 
     qT_PDW is the tile of queries t0 .. t0 + ct - 1 transposed (queries in lanes), rotated
     with RoPE; the sequence has T queries and S keys, its key/value tiles are
-    k_NPSW[s0 // tile_s], v_NPSW[s0 // tile_s]. Leaves Õ in acc_PTW (rows t, panels of e),
-    the running max in m_PW and the denominator in l_PW (one lane per query). Shared
-    by the batched and the packed (varlen) forward, which differ only in where a
-    sequence's rows live. Inlined into both: as a called function it made the plain
-    forward a few per cent slower than the kernel that had this loop in its body.
+    k_NPSW[j], v_NPSW[j] (keys j·tile_s ..). The tiles visited are tiles_J[0], tiles_J[1],
+    ... in that order (ascending): every tile for the dense forwards (:func:`_attend`),
+    a layout row's kept tiles for the block-sparse one, whose scalar bias β of tile
+    tiles_J[n] is tile_bias_J[n] when ``has_tile_bias`` (score = scale·q·k + β).
+    Leaves Õ in acc_PTW (rows t, panels of e), the running max in m_PW and the
+    denominator in l_PW (one lane per query); with no tile visited, m = -inf, l = 0,
+    Õ = 0. Shared by the batched, the packed (varlen) and the block-sparse forward,
+    which differ only in where a sequence's rows live and which tiles they visit.
+    Inlined into each: as a called function it made the plain forward a few per cent
+    slower than the kernel that had this loop in its body.
     """
     dt = qT_PDW.dtype
     Pt, cs_max, d4 = m_PW.shape[0], k_NPSW.shape[2], qT_PDW.shape[1]
@@ -592,18 +634,23 @@ def _attend(qT_PDW, k_NPSW, v_NPSW, t0, ct, T, S, b, h, scale, causal, tile_s,
     acc_PTW[:] = 0
     m_PW[:] = minus_inf
     l_PW[:] = 0
-    for s0 in range(0, S, tile_s):
-        # key tiles wholly in this query tile's future contribute nothing
+    for n in range(tiles_J.shape[0]):
+        jt = tiles_J[n]
+        s0 = jt * tile_s
+        # key tiles wholly in this query tile's future contribute nothing (ascending
+        # tiles: none after it does either)
         if causal and s0 > (t0 + ct - 1) + S - T:
             break
         cs = min(tile_s, S - s0)
         cs4 = _round4(cs)
-        k_PSW = k_NPSW[s0 // tile_s]
-        v_PSW = v_NPSW[s0 // tile_s]
+        k_PSW = k_NPSW[jt]
+        v_PSW = v_NPSW[jt]
+        tile_bias = tile_bias_J[n] if has_tile_bias else zero
         # score(s, t) = k_s · q_t
         _mm_nn_plain(k_PSW, qT_PDW, score_PSW, cs4, d4, n_tp)
         _visible_scores(score_PSW, b, h, t0, ct, s0, cs, n_tp, scale, T, S, causal,
-                        has_bias, bias_2BHTS, has_mask, mask_2BHTS, alibi, slope, f_N, f0)
+                        has_bias, bias_2BHTS, has_mask, mask_2BHTS, alibi, slope, f_N, f0,
+                        has_tile_bias, tile_bias)
         # m' = max(m, rowmax(S)) over visible scores (NaN propagates)
         # (4 keys at a time: a max is exact in any order, and this keeps the chain
         # of loads and stores of mt 4x shorter)
@@ -662,6 +709,17 @@ def _row_result(m_PW, l_PW, t):
     return l, m + np.log(l)
 
 
+@njit(inline="always")
+def _write_rows(acc_PTW, m_PW, l_PW, ct, o_TE, lse_T, t0):
+    """o = Õ / l and lse of the ct query rows t0 .. of one tile (:func:`_row_result`)."""
+    E = o_TE.shape[1]
+    for t in range(ct):
+        l, lse = _row_result(m_PW, l_PW, t)
+        for e in range(E):
+            o_TE[t0 + t, e] = acc_PTW[e // W, t, e % W] / l
+        lse_T[t0 + t] = lse
+
+
 @njit(parallel=True, cache=True)
 def _forward_kernel(q_BHTD, k_BGSD, v_BGSE, bias_2BHTS, mask_2BHTS, has_bias, has_mask,
                     causal, scale, tile_t, tile_s,
@@ -680,6 +738,7 @@ def _forward_kernel(q_BHTD, k_BGSD, v_BGSE, bias_2BHTS, mask_2BHTS, has_bias, ha
                            rope, cos_TP, sin_TP, interleaved)
     v_GNPSW = _panel_tiles(v_BGSE.reshape(B * G, S, E), kn0_N, kcount_N, kp0_N, tile_s, False,
                            False, cos_TP, sin_TP, interleaved)
+    tiles_N = np.arange(kn0_N.shape[0])  # every key tile, in order
     # one work item per (batch, head, query tile): independent rows, no shared writes
     for item in prange(B * H * n_tiles_t):
         b = item // (H * n_tiles_t)
@@ -696,39 +755,24 @@ def _forward_kernel(q_BHTD, k_BGSD, v_BGSE, bias_2BHTS, mask_2BHTS, has_bias, ha
         m_PW = np.empty((Pt, W), dt)
         l_PW = np.empty((Pt, W), dt)
         slope = slopes_H[h] if alibi else scale  # (not read without ALiBi)
-        _attend(qT_PDW, k_GNPSW[b * G + g], v_GNPSW[b * G + g], t0, ct, T, S, b, h,
-                scale, causal, tile_s, has_bias, bias_2BHTS, has_mask, mask_2BHTS,
-                alibi, slope, f_N, f0, acc_PTW, m_PW, l_PW)
-        for t in range(ct):
-            l, lse = _row_result(m_PW, l_PW, t)
-            for e in range(E):
-                o_BHTE[b, h, t0 + t, e] = acc_PTW[e // W, t, e % W] / l
-            lse_BHT[b, h, t0 + t] = lse
+        _attend_tiles(qT_PDW, k_GNPSW[b * G + g], v_GNPSW[b * G + g], tiles_N, m_PW[0, :0],
+                      False, t0, ct, T, S, b, h, scale, causal, tile_s,
+                      has_bias, bias_2BHTS, has_mask, mask_2BHTS, alibi, slope, f_N, f0,
+                      acc_PTW, m_PW, l_PW)
+        _write_rows(acc_PTW, m_PW, l_PW, ct, o_BHTE[b, h], lse_BHT[b, h], t0)
 
 
 # ------------------------------------------------------------------ backward
 
 
-@njit(parallel=True, cache=True)
-def _backward_kernel(q_BHTD, k_BGSD, v_BGSE, o_BHTE, lse_BHT, do_BHTE, bias_2BHTS,
-                     mask_2BHTS, has_bias, has_mask, causal, scale, tile_t, tile_s,
-                     rope, cos_TP, sin_TP, p_min, interleaved, alibi, slopes_H, f_N, f0,
-                     dq_BHTD, dk_BGSD, dv_BGSE):
-    B, H, T, D = q_BHTD.shape
-    G, S, E = k_BGSD.shape[1], k_BGSD.shape[2], v_BGSE.shape[3]
-    group = H // G
-    dt = q_BHTD.dtype
-    zero, minus_inf = _like(scale, 0.0), _like(scale, -np.inf)
-    n_tiles_s = (S + tile_s - 1) // tile_s
-    n_chunks = min(_DQ_CHUNKS, n_tiles_s)
-    Pt, Pd, Pe = _panels(tile_t), _panels(D), _panels(E)
-    ct_max, cs_max = _round4(tile_t), _round4(tile_s)
-    d4, e4 = _round4(D), _round4(E)
-
-    # Δ = rowsum(dO ∘ O), summed in exactly the order _mm_nn_plain sums dP = Σ_e v·dO
-    # (plain products, e ascending; the padding adds exact zeros). Where a row sees one
-    # key, O = V bit for bit, so dP - Δ is then exactly 0, as it is in the spec.
-    delta_BHT = np.empty((B, H, T), dt)
+@njit(parallel=True)
+def _row_deltas(o_BHTE, do_BHTE, zero):
+    """Δ = rowsum(dO ∘ O) (B, H, T), summed in exactly the order _mm_nn_plain sums
+    dP = Σ_e v·dO (plain products, e ascending; the padding adds exact zeros). Where a
+    row sees one key, O = V bit for bit, so dP - Δ is then exactly 0, as in the spec.
+    ``zero`` is 0 in the working dtype."""
+    B, H, T, E = o_BHTE.shape
+    delta_BHT = np.empty((B, H, T), o_BHTE.dtype)
     for bh in prange(B * H):
         b, h = bh // H, bh % H
         for t in range(T):
@@ -736,9 +780,18 @@ def _backward_kernel(q_BHTD, k_BGSD, v_BGSE, o_BHTE, lse_BHT, do_BHTE, bias_2BHT
             for e in range(E):
                 acc = acc + do_BHTE[b, h, t, e] * o_BHTE[b, h, t, e]
             delta_BHT[b, h, t] = acc
+    return delta_BHT
 
-    # q and k enter the products rotated (q̃ = R q, k̃ = R k, rotated while panelled);
-    # the dq, dk computed here are with respect to q̃, k̃ (un-rotated by the caller)
+
+@njit
+def _backward_panels(q_BHTD, k_BGSD, v_BGSE, do_BHTE, tile_t, tile_s,
+                     rope, cos_TP, sin_TP, p_min, interleaved):
+    """Every tile the backward reads, panelled once per call (:func:`_panel_tiles`):
+    k, v by key tile (G axis = b·G + g), and q, qᵀ, dO, dOᵀ by query tile (H axis =
+    b·H + h). q and k are rotated with ``rope`` while panelled (q̃ = R q, k̃ = R k); the
+    dq, dk computed from them are with respect to q̃, k̃ (un-rotated by the caller)."""
+    B, H, T, D = q_BHTD.shape
+    G, S, E = k_BGSD.shape[1], k_BGSD.shape[2], v_BGSE.shape[3]
     kn0_N, kcount_N, kp0_N = _tiling(S, tile_s, -p_min)
     qn0_N, qcount_N, qp0_N = _tiling(T, tile_t, S - T - p_min)
     k_GNPSW = _panel_tiles(k_BGSD.reshape(B * G, S, D), kn0_N, kcount_N, kp0_N, tile_s, False,
@@ -756,6 +809,132 @@ def _backward_kernel(q_BHTD, k_BGSD, v_BGSE, o_BHTE, lse_BHT, do_BHTE, bias_2BHT
                             False, cos_TP, sin_TP, interleaved)
     doT_HNPEW = _panel_tiles(do_HTE, qn0_N, qcount_N, qp0_N, tile_t, True,
                              False, cos_TP, sin_TP, interleaved)
+    return k_GNPSW, v_GNPSW, q_HNPTW, qT_HNPDW, do_HNPTW, doT_HNPEW
+
+
+@njit(inline="always")
+def _backward_scratch(dt, tile_t, tile_s, D, E):
+    """One work item's buffers: dk, dv of one query head and of the GQA group (dkg,
+    dvg), and the ``scratch`` of :func:`_backward_tile` (P, dS, dQ of one tile pair,
+    lse and Δ by lane)."""
+    Pt, Pd, Pe = _panels(tile_t), _panels(D), _panels(E)
+    ct_max, cs_max = _round4(tile_t), _round4(tile_s)
+    scratch = (np.empty((Pt, cs_max, W), dt), np.empty((Pt, cs_max, W), dt),
+               np.empty((Pd, ct_max, W), dt), np.empty((Pt, W), dt), np.empty((Pt, W), dt))
+    return (np.empty((Pd, cs_max, W), dt), np.empty((Pe, cs_max, W), dt),
+            np.empty((Pd, cs_max, W), dt), np.empty((Pe, cs_max, W), dt), scratch)
+
+
+@njit(inline="always")
+def _backward_tile(k_PSW, v_PSW, query_tiles, lse_T, delta_T,
+                   b, h, t0, ct, s0, cs, T, S, scale, causal,
+                   has_bias, bias_2BHTS, has_mask, mask_2BHTS, alibi, slope, f_N, f0,
+                   has_tile_bias, tile_bias, scratch, dk_PSW, dv_PSW, dq_TD):
+    """One (query tile, key tile) pair of the backward (FlashAttention-2, Algorithm 2,
+    lines 11-19): dk_PSW += dSᵀ Q and dv_PSW += Pᵀ dO (panelled, keys in rows), and
+    dQ = dS K added to rows t0 .. t0 + ct - 1 of dq_TD.
+
+    Queries t0 .. of a sequence of T queries and S keys against keys s0 .. s0 + cs - 1;
+    ``query_tiles`` = (qᵀ, q, dOᵀ, dO) of the query tile as :func:`_backward_panels`
+    lays them out; lse_T, delta_T are the forward's lse and Δ of the query head;
+    scores as in :func:`_visible_scores` (tile bias included); ``scratch`` = (P, dS,
+    dQ, lse, Δ) buffers of :func:`_backward_scratch`. (Grouped in tuples: a call with
+    more than 30 arguments compiles to CALL_FUNCTION_EX, which Numba cannot inline.)
+    Shared by the dense and the block-sparse backward, which differ only in which
+    pairs they visit.
+    """
+    qT_PDW, q_PTW, doT_PEW, do_PTW = query_tiles
+    p_PSW, ds_PSW, dq_PTW, lse_PW, delta_PW = scratch
+    zero, minus_inf = _like(scale, 0.0), _like(scale, -np.inf)
+    Pd, Pe = dk_PSW.shape[0], dv_PSW.shape[0]
+    d4, e4 = qT_PDW.shape[1], doT_PEW.shape[1]
+    D = dq_TD.shape[1]
+    cs4, ct4, n_tp = _round4(cs), _round4(ct), _panels(ct)
+    lse_PW[:] = 0
+    delta_PW[:] = 0
+    for t in range(ct):
+        lse_PW[t // W, t % W] = lse_T[t0 + t]
+        delta_PW[t // W, t % W] = delta_T[t0 + t]
+    # S = k qᵀ (transposed scores), then P = exp(S - lse) on visible keys
+    _mm_nn_plain(k_PSW, qT_PDW, p_PSW, cs4, d4, n_tp)
+    _visible_scores(p_PSW, b, h, t0, ct, s0, cs, n_tp, scale, T, S, causal,
+                    has_bias, bias_2BHTS, has_mask, mask_2BHTS,
+                    alibi, slope, f_N, f0, has_tile_bias, tile_bias)
+    for s in range(cs4):
+        for p in range(n_tp):
+            row, lse = p_PSW[p, s], lse_PW[p]
+            for j in range(W):
+                # rows with no visible key (lse = -inf) have P = 0
+                lse_j = lse[j]
+                empty = lse_j == minus_inf
+                x = row[j] - (zero if empty else lse_j)
+                e = _exp(x)
+                row[j] = zero if empty else e
+    # dV += Pᵀ dO
+    _mm_nn(p_PSW, do_PTW, dv_PSW, cs4, ct4, Pe, True)
+    # dP = dO Vᵀ (transposed: v doᵀ);  dS = scale · P ∘ (dP - Δ)
+    _mm_nn_plain(v_PSW, doT_PEW, ds_PSW, cs4, e4, n_tp)
+    for s in range(cs4):
+        for p in range(n_tp):
+            row, pr, dl = ds_PSW[p, s], p_PSW[p, s], delta_PW[p]
+            for j in range(W):
+                row[j] = scale * (pr[j] * (row[j] - dl[j]))
+    # dK += dSᵀ Q;  dQ += dS K
+    _mm_nn(ds_PSW, q_PTW, dk_PSW, cs4, ct4, Pd, True)
+    _mm_tn(ds_PSW, k_PSW, dq_PTW, ct4, cs4, Pd, False)
+    for t in range(ct):
+        for d in range(D):
+            dq_TD[t0 + t, d] += dq_PTW[d // W, t, d % W]
+
+
+@njit(inline="always")
+def _add_head(dxg_PSW, dx_PSW, first):
+    """The GQA group's sum: the first query head's accumulator copied, the next added
+    in order (as the spec sums dk_BHSD, dv_BHSE over the group)."""
+    if first:
+        dxg_PSW[:] = dx_PSW
+    else:
+        dxg_PSW += dx_PSW
+
+
+@njit(inline="always")
+def _store_key_rows(dx_PSW, dx_SX, s0, cs):
+    """Rows s0 .. s0 + cs - 1 of dx_SX from a panelled key tile (keys in rows)."""
+    X = dx_SX.shape[1]
+    for s in range(cs):
+        for x in range(X):
+            dx_SX[s0 + s, x] = dx_PSW[x // W, s, x % W]
+
+
+@njit(parallel=True)
+def _sum_chunks(dq_CBHTD, dq_BHTD):
+    """dq = Σ_c dq_CBHTD[c], summed over c = 0, 1, ... in this fixed order."""
+    n_chunks, B, H, T, D = dq_CBHTD.shape
+    for bh in prange(B * H):
+        b, h = bh // H, bh % H
+        for t in range(T):
+            for d in range(D):
+                acc = dq_CBHTD[0, b, h, t, d]
+                for c in range(1, n_chunks):
+                    acc += dq_CBHTD[c, b, h, t, d]
+                dq_BHTD[b, h, t, d] = acc
+
+
+@njit(parallel=True, cache=True)
+def _backward_kernel(q_BHTD, k_BGSD, v_BGSE, o_BHTE, lse_BHT, do_BHTE, bias_2BHTS,
+                     mask_2BHTS, has_bias, has_mask, causal, scale, tile_t, tile_s,
+                     rope, cos_TP, sin_TP, p_min, interleaved, alibi, slopes_H, f_N, f0,
+                     dq_BHTD, dk_BGSD, dv_BGSE):
+    B, H, T, D = q_BHTD.shape
+    G, S, E = k_BGSD.shape[1], k_BGSD.shape[2], v_BGSE.shape[3]
+    group = H // G
+    dt = q_BHTD.dtype
+    n_tiles_s = (S + tile_s - 1) // tile_s
+    n_chunks = min(_DQ_CHUNKS, n_tiles_s)
+    delta_BHT = _row_deltas(o_BHTE, do_BHTE, _like(scale, 0.0))
+    k_GNPSW, v_GNPSW, q_HNPTW, qT_HNPDW, do_HNPTW, doT_HNPEW = _backward_panels(
+        q_BHTD, k_BGSD, v_BGSE, do_BHTE, tile_t, tile_s, rope, cos_TP, sin_TP, p_min,
+        interleaved)
     # one work item per (batch, kv head, chunk of key tiles): it owns dk, dv of its key
     # tiles and its own dq accumulator, so no two items write the same element
     dq_CBHTD = np.zeros((n_chunks, B, H, T, D), dt)
@@ -763,19 +942,10 @@ def _backward_kernel(q_BHTD, k_BGSD, v_BGSE, o_BHTE, lse_BHT, do_BHTE, bias_2BHT
         b = item // (G * n_chunks)
         g = (item // n_chunks) % G
         c = item % n_chunks
-        dk_PSW = np.empty((Pd, cs_max, W), dt)
-        dv_PSW = np.empty((Pe, cs_max, W), dt)
-        dkg_PSW = np.empty((Pd, cs_max, W), dt)
-        dvg_PSW = np.empty((Pe, cs_max, W), dt)
-        p_PSW = np.empty((Pt, cs_max, W), dt)
-        ds_PSW = np.empty((Pt, cs_max, W), dt)
-        dq_PTW = np.empty((Pd, ct_max, W), dt)
-        lse_PW = np.empty((Pt, W), dt)
-        delta_PW = np.empty((Pt, W), dt)
+        dk_PSW, dv_PSW, dkg_PSW, dvg_PSW, scratch = _backward_scratch(dt, tile_t, tile_s, D, E)
         for jt in range(c, n_tiles_s, n_chunks):
             s0 = jt * tile_s
             cs = min(tile_s, S - s0)
-            cs4 = _round4(cs)
             k_PSW = k_GNPSW[b * G + g, jt]
             v_PSW = v_GNPSW[b * G + g, jt]
             for h in range(g * group, (g + 1) * group):
@@ -788,67 +958,20 @@ def _backward_kernel(q_BHTD, k_BGSD, v_BGSE, o_BHTE, lse_BHT, do_BHTE, bias_2BHT
                     ct = min(tile_t, T - t0)
                     if causal and s0 > (t0 + ct - 1) + S - T:
                         continue
-                    ct4 = _round4(ct)
-                    n_tp = _panels(ct)
                     it = t0 // tile_t
-                    qT_PDW, q_PTW = qT_HNPDW[b * H + h, it], q_HNPTW[b * H + h, it]
-                    doT_PEW, do_PTW = doT_HNPEW[b * H + h, it], do_HNPTW[b * H + h, it]
-                    lse_PW[:] = 0
-                    delta_PW[:] = 0
-                    for t in range(ct):
-                        lse_PW[t // W, t % W] = lse_BHT[b, h, t0 + t]
-                        delta_PW[t // W, t % W] = delta_BHT[b, h, t0 + t]
-                    # S = k qᵀ (transposed scores), then P = exp(S - lse) on visible keys
-                    _mm_nn_plain(k_PSW, qT_PDW, p_PSW, cs4, d4, n_tp)
-                    _visible_scores(p_PSW, b, h, t0, ct, s0, cs, n_tp, scale, T, S, causal,
-                                    has_bias, bias_2BHTS, has_mask, mask_2BHTS,
-                                    alibi, slope, f_N, f0)
-                    for s in range(cs4):
-                        for p in range(n_tp):
-                            row, lse = p_PSW[p, s], lse_PW[p]
-                            for j in range(W):
-                                # rows with no visible key (lse = -inf) have P = 0
-                                lse_j = lse[j]
-                                empty = lse_j == minus_inf
-                                x = row[j] - (zero if empty else lse_j)
-                                e = _exp(x)
-                                row[j] = zero if empty else e
-                    # dV += Pᵀ dO
-                    _mm_nn(p_PSW, do_PTW, dv_PSW, cs4, ct4, Pe, True)
-                    # dP = dO Vᵀ (transposed: v doᵀ);  dS = scale · P ∘ (dP - Δ)
-                    _mm_nn_plain(v_PSW, doT_PEW, ds_PSW, cs4, e4, n_tp)
-                    for s in range(cs4):
-                        for p in range(n_tp):
-                            row, pr, dl = ds_PSW[p, s], p_PSW[p, s], delta_PW[p]
-                            for j in range(W):
-                                row[j] = scale * (pr[j] * (row[j] - dl[j]))
-                    # dK += dSᵀ Q;  dQ += dS K
-                    _mm_nn(ds_PSW, q_PTW, dk_PSW, cs4, ct4, Pd, True)
-                    _mm_tn(ds_PSW, k_PSW, dq_PTW, ct4, cs4, Pd, False)
-                    for t in range(ct):
-                        for d in range(D):
-                            dq_CBHTD[c, b, h, t0 + t, d] += dq_PTW[d // W, t, d % W]
-                if h == g * group:
-                    dkg_PSW[:] = dk_PSW
-                    dvg_PSW[:] = dv_PSW
-                else:
-                    dkg_PSW += dk_PSW
-                    dvg_PSW += dv_PSW
-            for s in range(cs):
-                for d in range(D):
-                    dk_BGSD[b, g, s0 + s, d] = dkg_PSW[d // W, s, d % W]
-                for e in range(E):
-                    dv_BGSE[b, g, s0 + s, e] = dvg_PSW[e // W, s, e % W]
-
-    # dq = Σ over chunks, in a fixed order
-    for bh in prange(B * H):
-        b, h = bh // H, bh % H
-        for t in range(T):
-            for d in range(D):
-                acc = dq_CBHTD[0, b, h, t, d]
-                for c in range(1, n_chunks):
-                    acc += dq_CBHTD[c, b, h, t, d]
-                dq_BHTD[b, h, t, d] = acc
+                    bh = b * H + h
+                    query_tiles = (qT_HNPDW[bh, it], q_HNPTW[bh, it],
+                                   doT_HNPEW[bh, it], do_HNPTW[bh, it])
+                    _backward_tile(k_PSW, v_PSW, query_tiles, lse_BHT[b, h], delta_BHT[b, h],
+                                   b, h, t0, ct, s0, cs, T, S, scale, causal,
+                                   has_bias, bias_2BHTS, has_mask, mask_2BHTS,
+                                   alibi, slope, f_N, f0, False, scale,
+                                   scratch, dk_PSW, dv_PSW, dq_CBHTD[c, b, h])
+                _add_head(dkg_PSW, dk_PSW, h == g * group)
+                _add_head(dvg_PSW, dv_PSW, h == g * group)
+            _store_key_rows(dkg_PSW, dk_BGSD[b, g], s0, cs)
+            _store_key_rows(dvg_PSW, dv_BGSE[b, g], s0, cs)
+    _sum_chunks(dq_CBHTD, dq_BHTD)
 
 
 # ------------------------------------------------------------ public functions

@@ -373,9 +373,9 @@ def block_sparse_backward(q_BHTD, k_BGSD, v_BGSE, o_BHTE, lse_BHT, do_BHTE, layo
 
 
 def _prflash_layout(q_BHTD, k_BGSD, v_BGSE, keep, block_size, importance):
-    """The spec's own construction (spec.attention.prflash._layout_of): the CSR layout of
+    """The spec's own construction (spec.attention.prflash.prflash_layout): the CSR layout of
     ``keep`` and the importance bias log 1/p in q's dtype, with the spec's checks."""
-    return prflash._layout_of(_proxy(q_BHTD), _proxy(k_BGSD), _proxy(v_BGSE), _host(keep),
+    return prflash.prflash_layout(_proxy(q_BHTD), _proxy(k_BGSD), _proxy(v_BGSE), _host(keep),
                               block_size, _host(importance))
 
 

@@ -182,7 +182,7 @@ def sliding_window_probs(n_blocks: int, budget: float, *, sink: bool = False) ->
     for i in range(n):
         free_K = [j for j in range(i, -1, -1) if p_NN[i, j] == 0]  # nearest first
         need = min(budget, i + 1) - p_NN[i].sum()
-        whole = min(int(math.floor(need)), len(free_K))
+        whole = min(math.floor(need), len(free_K))
         p_NN[i, free_K[:whole]] = 1.0
         if whole < len(free_K) and need > whole:
             p_NN[i, free_K[whole]] = need - whole
@@ -329,8 +329,11 @@ def kept_fraction(keep: np.ndarray) -> float:
 # -------------------------------------------------------------------- attention
 
 
-def _layout_of(q_BHTD, k_BGSD, v_BGSE, keep, block_size, importance):
-    """The CSR layout of ``keep`` and the per-tile bias of the importance correction."""
+def prflash_layout(q_BHTD, k_BGSD, v_BGSE, keep, block_size, importance):
+    """The block-sparse call a PrFlashAttention call is: the CSR layout of ``keep``
+    (checked against the problem's block grid) and the per-tile bias of the importance
+    correction (None without it). Every backend builds its call with this, so all of
+    them compute with the same layout and the same bias values."""
     shape = check_attention_inputs(q_BHTD, k_BGSD, v_BGSE, causal=True)
     layout = block_layout(keep, block_size)
     C = layout.block_size
@@ -409,7 +412,7 @@ def prflash_forward(
         whose block kept no visible key (its diagonal block dropped, in a custom mask)
         gets o = 0, lse = -inf.
     """
-    layout, block_bias = _layout_of(q_BHTD, k_BGSD, v_BGSE, keep, block_size, importance)
+    layout, block_bias = prflash_layout(q_BHTD, k_BGSD, v_BGSE, keep, block_size, importance)
     return block_sparse_forward(q_BHTD, k_BGSD, v_BGSE, layout, causal=True, scale=scale,
                                 block_bias=block_bias)
 
@@ -430,6 +433,6 @@ def prflash_backward(
     """Gradients of :func:`prflash_forward` for the same round's mask: the block-sparse
     backward (:func:`spec.attention.block_sparse.block_sparse_backward`), which gives
     dropped blocks no gradient; the mask and ``importance`` receive none."""
-    layout, block_bias = _layout_of(q_BHTD, k_BGSD, v_BGSE, keep, block_size, importance)
+    layout, block_bias = prflash_layout(q_BHTD, k_BGSD, v_BGSE, keep, block_size, importance)
     return block_sparse_backward(q_BHTD, k_BGSD, v_BGSE, o_BHTE, lse_BHT, do_BHTE, layout,
                                  causal=True, scale=scale, block_bias=block_bias)

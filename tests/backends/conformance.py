@@ -48,12 +48,22 @@ from spec.attention.block_sparse import (
 )
 from spec.attention.checks import check_scale
 from spec.attention.naive import attention, causal_visible_TS, expand_kv_heads
-from spec.attention.positional import check_positions, materialise, query_positions, unrotate
+from spec.attention.positional import (
+    check_positions,
+    materialise,
+    query_positions,
+    unrotate,
+)
 from spec.attention.softmax import softmax
 from spec.attention.tiled import flash_backward, flash_forward
 from spec.position.rope import rope_qk
 from spec.tolerance import assert_close, oracle_dtype
-from tests.strategies import AttentionProblem, BlockSparseProblem, SoftmaxProblem, VarlenProblem
+from tests.strategies import (
+    AttentionProblem,
+    BlockSparseProblem,
+    SoftmaxProblem,
+    VarlenProblem,
+)
 
 REORDERINGS = 16
 SEQUENTIAL = 4

@@ -10,8 +10,15 @@ from hypothesis import given, settings
 
 from backends import registry
 from spec.attention import prflash
-from tests.backends.conformance import check_block_sparse_backward, check_block_sparse_forward
-from tests.strategies import BlockSparseProblem, block_sparse_problems, with_block_sparse_edge_examples
+from tests.backends.conformance import (
+    check_block_sparse_backward,
+    check_block_sparse_forward,
+)
+from tests.strategies import (
+    BlockSparseProblem,
+    block_sparse_problems,
+    with_block_sparse_edge_examples,
+)
 
 
 def _cases(op: str):
