@@ -208,59 +208,17 @@ extern "C" __global__ void __launch_bounds__(KEYS_KV, 1) attention_backward_dkdv
 #pragma unroll
                 for (int r = 0; r < STEP; ++r) ok[r] = t + r < nt && tq0 + t + r >= t_first;
 
-                // score = q·k, plain products in the order of d
-                float x[STEP];
-                tile_dots(x, q_tile, t, k_row, D);
-                // P = exp(scale · q·k + bias - lse), 0 where masked
-                float p[STEP];
-#pragma unroll
-                for (int r = 0; r < STEP; ++r) {
-                    p[r] = 0.0f;
-                    if (ok[r]) {
-                        bool visible;
-                        const float score = rule.score(x[r], b, h, tq0 + t + r, s, visible);
-                        p[r] = probability(score, visible, lse_tile[t + r]);
-                    }
-                }
-                // dV += Pᵀ dO (rows in order);  dP = dO·v, plain products in the order of e
-                float dp[STEP];
-#pragma unroll
-                for (int r = 0; r < STEP; ++r) dp[r] = 0.0f;
-#pragma unroll
-                for (int e4 = 0; e4 < HEAD_DIM; e4 += 4) {
-                    if (e4 < E) {
-                        float4 do4[STEP];
-#pragma unroll
-                        for (int r = 0; r < STEP; ++r) do4[r] = load4(&do_tile[(t + r) * HEAD_DIM + e4]);
-#pragma unroll
-                        for (int c = 0; c < 4; ++c) {
-                            float part = 0.0f;
-#pragma unroll
-                            for (int r = 0; r < STEP; ++r) {
-                                dp[r] = dp[r] + lane4(do4[r], c) * v_row[e4 + c];
-                                if (ok[r]) part = fmaf(p[r], lane4(do4[r], c), part);
-                            }
-                            dv[e4 + c] = dv[e4 + c] + part;
-                        }
-                    }
-                }
-                // dS = P ∘ (dP - Δ);  dK += dSᵀ Q (rows in order)
-                float ds[STEP];
-#pragma unroll
-                for (int r = 0; r < STEP; ++r) ds[r] = p[r] * (dp[r] - delta_tile[t + r]);
-                add_weighted_rows(dk, ds, ok, q_tile, t, D);
+                dkdv_step(dk, dv, ok, q_tile, do_tile, lse_tile, delta_tile, t, k_row, v_row, D, E,
+                          [&](int r, float x, bool& visible) {
+                              // score = scale · q·k + bias
+                              return rule.score(x, b, h, tq0 + t + r, s, visible);
+                          });
             }
         }
     }
     if (!has_key) return;  // after the last barrier
-    // dK = scale · Σ dSᵀ Q
-    float* dk_D = dk_BGSD + (kv_row0 + s) * D;
-    float* dv_E = dv_BGSE + (kv_row0 + s) * E;
-#pragma unroll
-    for (int d = 0; d < HEAD_DIM; ++d) {
-        if (d < D) dk_D[d] = rule.scale * dk[d];
-        if (d < E) dv_E[d] = dv[d];
-    }
+    store_key_grads(dk_BGSD + (kv_row0 + s) * D, dv_BGSE + (kv_row0 + s) * E, dk, dv, rule.scale,
+                    D, E);
 }
 
 // ------------------------------------------------------------------------------- dq

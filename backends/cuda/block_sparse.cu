@@ -357,62 +357,18 @@ block_sparse_dkdv(const float* __restrict__ q_BHTD, const float* __restrict__ k_
 #pragma unroll
                     for (int u = 0; u < STEP; ++u) ok[u] = t + u < nt;
 
-                    // score = q·k, plain products in the order of d
-                    float x[STEP];
-                    tile_dots(x, q_tile, t, k_row, D);
-                    // P = exp(scale · q·k + β - lse), 0 where masked
-                    float p[STEP];
-#pragma unroll
-                    for (int u = 0; u < STEP; ++u) {
-                        p[u] = 0.0f;
-                        if (ok[u]) {
-                            bool visible;
-                            const float score =
-                                tile_score(rule, x[u], tq0 + t + u, s, has_beta, beta, visible);
-                            p[u] = probability(score, visible, lse_tile[t + u]);
-                        }
-                    }
-                    // dV += Pᵀ dO (rows in order);  dP = dO·v, plain products in the order of e
-                    float dp[STEP];
-#pragma unroll
-                    for (int u = 0; u < STEP; ++u) dp[u] = 0.0f;
-#pragma unroll
-                    for (int e4 = 0; e4 < HEAD_DIM; e4 += 4) {
-                        if (e4 < E) {
-                            float4 do4[STEP];
-#pragma unroll
-                            for (int u = 0; u < STEP; ++u)
-                                do4[u] = load4(&do_tile[(t + u) * HEAD_DIM + e4]);
-#pragma unroll
-                            for (int c = 0; c < 4; ++c) {
-                                float part = 0.0f;
-#pragma unroll
-                                for (int u = 0; u < STEP; ++u) {
-                                    dp[u] = dp[u] + lane4(do4[u], c) * v_row[e4 + c];
-                                    if (ok[u]) part = fmaf(p[u], lane4(do4[u], c), part);
-                                }
-                                dv[e4 + c] = dv[e4 + c] + part;
-                            }
-                        }
-                    }
-                    // dS = P ∘ (dP - Δ);  dK += dSᵀ Q (rows in order)
-                    float ds[STEP];
-#pragma unroll
-                    for (int u = 0; u < STEP; ++u) ds[u] = p[u] * (dp[u] - delta_tile[t + u]);
-                    add_weighted_rows(dk, ds, ok, q_tile, t, D);
+                    dkdv_step(dk, dv, ok, q_tile, do_tile, lse_tile, delta_tile, t, k_row, v_row,
+                              D, E, [&](int u, float x, bool& visible) {
+                                  // score = scale · q·k + β
+                                  return tile_score(rule, x, tq0 + t + u, s, has_beta, beta, visible);
+                              });
                 }
             }
         }
     }
     if (!has_key) return;  // after the last barrier
-    // dK = scale · Σ dSᵀ Q
-    float* dk_D = dk_BGSD + (kv_row0 + s) * D;
-    float* dv_E = dv_BGSE + (kv_row0 + s) * E;
-#pragma unroll
-    for (int d = 0; d < HEAD_DIM; ++d) {
-        if (d < D) dk_D[d] = rule.scale * dk[d];
-        if (d < E) dv_E[d] = dv[d];
-    }
+    store_key_grads(dk_BGSD + (kv_row0 + s) * D, dv_BGSE + (kv_row0 + s) * E, dk, dv, rule.scale,
+                    D, E);
 }
 
 // ---------------------------------------------------------------------------------- dq

@@ -78,3 +78,71 @@ __device__ __forceinline__ void add_weighted_rows(Acc& acc, const float (&w)[STE
         }
     }
 }
+
+
+// One step of a dk/dv thread (its key row k_row, v_row; both a register array or a shared
+// row): the STEP query rows t .. of the shared q, dO tiles, ok[r] where row t + r is real.
+//     P = exp(score - lse), dV += Pᵀ dO (rows in order), dP = dO·v (plain, in the order of e),
+//     dS = P ∘ (dP - Δ), dK += dSᵀ Q (rows in order)
+// `score(r, x, visible)` turns the dot product x = q·k of row t + r into its score and
+// visibility: the dense rule with its bias and mask (attention_backward.cu), or the
+// block-sparse rule with the tile's block bias (block_sparse.cu). dk is not yet scaled.
+template <typename DkAcc, typename DvAcc, typename KRow, typename VRow, typename Score>
+__device__ __forceinline__ void dkdv_step(DkAcc& dk, DvAcc& dv, const bool (&ok)[STEP],
+                                          const float* q_tile, const float* do_tile,
+                                          const float* lse_tile, const float* delta_tile, int t,
+                                          const KRow& k_row, const VRow& v_row, int D, int E,
+                                          Score score) {
+    // score = q·k, plain products in the order of d
+    float x[STEP];
+    tile_dots(x, q_tile, t, k_row, D);
+    // P = exp(score - lse), 0 where masked
+    float p[STEP];
+#pragma unroll
+    for (int r = 0; r < STEP; ++r) {
+        p[r] = 0.0f;
+        if (ok[r]) {
+            bool visible;
+            const float s = score(r, x[r], visible);
+            p[r] = probability(s, visible, lse_tile[t + r]);
+        }
+    }
+    // dV += Pᵀ dO (rows in order);  dP = dO·v, plain products in the order of e
+    float dp[STEP];
+#pragma unroll
+    for (int r = 0; r < STEP; ++r) dp[r] = 0.0f;
+#pragma unroll
+    for (int e4 = 0; e4 < HEAD_DIM; e4 += 4) {
+        if (e4 < E) {
+            float4 do4[STEP];
+#pragma unroll
+            for (int r = 0; r < STEP; ++r) do4[r] = load4(&do_tile[(t + r) * HEAD_DIM + e4]);
+#pragma unroll
+            for (int c = 0; c < 4; ++c) {
+                float part = 0.0f;
+#pragma unroll
+                for (int r = 0; r < STEP; ++r) {
+                    dp[r] = dp[r] + lane4(do4[r], c) * v_row[e4 + c];
+                    if (ok[r]) part = fmaf(p[r], lane4(do4[r], c), part);
+                }
+                dv[e4 + c] = dv[e4 + c] + part;
+            }
+        }
+    }
+    // dS = P ∘ (dP - Δ);  dK += dSᵀ Q (rows in order)
+    float ds[STEP];
+#pragma unroll
+    for (int r = 0; r < STEP; ++r) ds[r] = p[r] * (dp[r] - delta_tile[t + r]);
+    add_weighted_rows(dk, ds, ok, q_tile, t, D);
+}
+
+// A dk/dv thread's results: dK = scale · Σ dSᵀ Q and dV, into its key row of each.
+template <typename DkAcc, typename DvAcc>
+__device__ __forceinline__ void store_key_grads(float* dk_D, float* dv_E, const DkAcc& dk,
+                                                const DvAcc& dv, float scale, int D, int E) {
+#pragma unroll
+    for (int d = 0; d < HEAD_DIM; ++d) {
+        if (d < D) dk_D[d] = scale * dk[d];
+        if (d < E) dv_E[d] = dv[d];
+    }
+}
