@@ -287,29 +287,13 @@ extern "C" __global__ void __launch_bounds__(ROWS_Q) attention_backward_dq(DQ_PA
 #pragma unroll
             for (int r = 0; r < STEP; ++r) ok[r] = j + r < ns && sk0 + j + r < s_end;
 
-            // score = q·k, plain products in the order of d;  dP = dO·v, in the order of e
-            float x[STEP], dp[STEP];
-            tile_dots(x, k_tile, j, q_row, D);
-            tile_dots(dp, v_tile, j, do_row, E);
-            // P = exp(scale · q·k + bias - lse), 0 where masked;  dS = P ∘ (dP - Δ)
-            float ds[STEP];
-#pragma unroll
-            for (int r = 0; r < STEP; ++r) {
-                ds[r] = 0.0f;
-                if (ok[r]) {
-                    bool visible;
-                    const float score = rule.score(x[r], b, h, t, sk0 + j + r, visible);
-                    ds[r] = probability(score, visible, lse) * (dp[r] - delta);
-                }
-            }
-            // dQ += dS K (keys in order)
-            add_weighted_rows(dq, ds, ok, k_tile, j, D);
+            dq_step(dq, ok, k_tile, v_tile, j, q_row, do_row, lse, delta, D, E,
+                    [&](int r, float x, bool& visible) {
+                        // score = scale · q·k + bias
+                        return rule.score(x, b, h, t, sk0 + j + r, visible);
+                    });
         }
     }
     if (!has_row) return;  // after the last barrier
-    // dQ = scale · Σ dS K
-    float* dq_D = dq_BHTD + (q_row0 + t) * D;
-#pragma unroll
-    for (int d = 0; d < HEAD_DIM; ++d)
-        if (d < D) dq_D[d] = rule.scale * dq[d];
+    store_query_grad(dq_BHTD + (q_row0 + t) * D, dq, rule.scale, D);
 }

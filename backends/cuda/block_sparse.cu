@@ -445,31 +445,14 @@ block_sparse_dq(const float* __restrict__ q_BHTD, const float* __restrict__ k_BG
 #pragma unroll
                 for (int u = 0; u < STEP; ++u) ok[u] = j + u < ns;
 
-                // score = q·k, plain products in the order of d;  dP = dO·v, in the order of e
-                float x[STEP], dp[STEP];
-                tile_dots(x, k_tile, j, q_row, D);
-                tile_dots(dp, v_tile, j, do_row, E);
-                // P = exp(scale · q·k + β - lse), 0 where masked;  dS = P ∘ (dP - Δ)
-                float ds[STEP];
-#pragma unroll
-                for (int u = 0; u < STEP; ++u) {
-                    ds[u] = 0.0f;
-                    if (ok[u]) {
-                        bool visible;
-                        const float score =
-                            tile_score(rule, x[u], t, sk0 + j + u, has_beta, beta, visible);
-                        ds[u] = probability(score, visible, lse) * (dp[u] - delta);
-                    }
-                }
-                // dQ += dS K (keys in order)
-                add_weighted_rows(dq, ds, ok, k_tile, j, D);
+                dq_step(dq, ok, k_tile, v_tile, j, q_row, do_row, lse, delta, D, E,
+                        [&](int u, float x, bool& visible) {
+                            // score = scale · q·k + β
+                            return tile_score(rule, x, t, sk0 + j + u, has_beta, beta, visible);
+                        });
             }
         }
     }
     if (!has_row) return;  // after the last barrier
-    // dQ = scale · Σ dS K
-    float* dq_D = dq_BHTD + (q_row0 + t) * D;
-#pragma unroll
-    for (int d = 0; d < HEAD_DIM; ++d)
-        if (d < D) dq_D[d] = rule.scale * dq[d];
+    store_query_grad(dq_BHTD + (q_row0 + t) * D, dq, rule.scale, D);
 }

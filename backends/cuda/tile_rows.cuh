@@ -79,7 +79,6 @@ __device__ __forceinline__ void add_weighted_rows(Acc& acc, const float (&w)[STE
     }
 }
 
-
 // One step of a dk/dv thread (its key row k_row, v_row; both a register array or a shared
 // row): the STEP query rows t .. of the shared q, dO tiles, ok[r] where row t + r is real.
 //     P = exp(score - lse), dV += Pᵀ dO (rows in order), dP = dO·v (plain, in the order of e),
@@ -145,4 +144,41 @@ __device__ __forceinline__ void store_key_grads(float* dk_D, float* dv_E, const 
         if (d < D) dk_D[d] = scale * dk[d];
         if (d < E) dv_E[d] = dv[d];
     }
+}
+
+// One step of a dq thread (its q row and dO row; register arrays or shared rows): the STEP
+// keys j .. of the shared k, v tiles, ok[r] where key j + r is real and visited.
+//     dP = dO·v (plain, in the order of e), P = exp(score - lse), dS = P ∘ (dP - Δ),
+//     dQ += dS K (keys in order)
+// `score(r, x, visible)` as in dkdv_step, for key j + r. dq is not yet scaled.
+template <typename QRow, typename DoRow, typename Score>
+__device__ __forceinline__ void dq_step(float (&dq)[HEAD_DIM], const bool (&ok)[STEP],
+                                        const float* k_tile, const float* v_tile, int j,
+                                        const QRow& q_row, const DoRow& do_row, float lse,
+                                        float delta, int D, int E, Score score) {
+    // score = q·k, plain products in the order of d;  dP = dO·v, in the order of e
+    float x[STEP], dp[STEP];
+    tile_dots(x, k_tile, j, q_row, D);
+    tile_dots(dp, v_tile, j, do_row, E);
+    // P = exp(score - lse), 0 where masked;  dS = P ∘ (dP - Δ)
+    float ds[STEP];
+#pragma unroll
+    for (int r = 0; r < STEP; ++r) {
+        ds[r] = 0.0f;
+        if (ok[r]) {
+            bool visible;
+            const float s = score(r, x[r], visible);
+            ds[r] = probability(s, visible, lse) * (dp[r] - delta);
+        }
+    }
+    // dQ += dS K (keys in order)
+    add_weighted_rows(dq, ds, ok, k_tile, j, D);
+}
+
+// A dq thread's result: dQ = scale · Σ dS K, into its query row.
+__device__ __forceinline__ void store_query_grad(float* dq_D, const float (&dq)[HEAD_DIM],
+                                                 float scale, int D) {
+#pragma unroll
+    for (int d = 0; d < HEAD_DIM; ++d)
+        if (d < D) dq_D[d] = scale * dq[d];
 }
