@@ -93,15 +93,17 @@ LAYOUTS = {
 assert tuple(LAYOUTS) == HEAD_DIMS
 
 
-def _dkdv_smem(head_dim: int, lay: _Layout) -> int:
+def dkdv_smem(head_dim: int, lay: _Layout, keys: int) -> int:
+    """Dynamic shared memory of a dkdv block of ``keys`` threads (also block_sparse.cu's)."""
     # q and dO tiles, lse and Δ, then the per-thread rows padded by one float
     rows = 2 * lay.kv_in_smem + lay.dv_in_smem
-    return 4 * (2 * lay.qrows_kv * head_dim + 2 * lay.qrows_kv + rows * lay.keys_kv * (head_dim + 1))
+    return 4 * (2 * lay.qrows_kv * head_dim + 2 * lay.qrows_kv + rows * keys * (head_dim + 1))
 
 
-def _dq_smem(head_dim: int, lay: _Layout) -> int:
+def dq_smem(head_dim: int, lay: _Layout, rows: int) -> int:
+    """Dynamic shared memory of a dq block of ``rows`` threads (also block_sparse.cu's)."""
     # K and V tiles, then the per-thread q and dO rows padded by one float
-    return 4 * (2 * lay.keys_q * head_dim + 2 * lay.qdo_in_smem * lay.rows_q * (head_dim + 1))
+    return 4 * (2 * lay.keys_q * head_dim + 2 * lay.qdo_in_smem * rows * (head_dim + 1))
 
 
 KERNEL_NAMES = ("delta", "dkdv", "dq")
@@ -121,8 +123,9 @@ def _config(kernel: str, head_dim: int) -> KernelConfig:
         return KernelConfig(SOURCE, name, defines, threads=ROWS_DELTA)
     if kernel == "dkdv":
         return KernelConfig(SOURCE, name, defines, threads=lay.keys_kv,
-                            dynamic_smem=_dkdv_smem(head_dim, lay))
-    return KernelConfig(SOURCE, name, defines, threads=lay.rows_q, dynamic_smem=_dq_smem(head_dim, lay))
+                            dynamic_smem=dkdv_smem(head_dim, lay, lay.keys_kv))
+    return KernelConfig(SOURCE, name, defines, threads=lay.rows_q,
+                        dynamic_smem=dq_smem(head_dim, lay, lay.rows_q))
 
 
 KERNELS: dict[tuple[str, int], KernelConfig] = {

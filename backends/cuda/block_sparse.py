@@ -102,52 +102,27 @@ thread in shared memory, sized for C <= 128 in the compile gate's budget."""
 STEP = 4  # keys (forward, dq) or query rows (dkdv) per thread at once
 
 
-class _Layout(NamedTuple):
-    """What one head-dimension bucket keeps where (block_sparse.cu's macros).
+class _Forward(NamedTuple):
+    """The forward's launch shape per head-dimension bucket (block_sparse.cu's ROWS_F,
+    KEYS_F). Its per-thread q, Õ and score rows are always in shared memory: at 64 a
+    CUDA block of 64 rows with C = 64 takes 81 KiB."""
 
-    Thread caps and tiles per kernel; the backward's placements are attention_backward's
-    (k, v rows and the dv accumulator in shared memory from 64 and 128 on), so that
-    nothing spills. The forward's per-thread q, Õ and score rows are always in shared
-    memory: at 64 a CUDA block of 64 rows with C = 64 takes 81 KiB.
-    """
-
-    rows_f: int  # forward: most threads (= query rows) per block
-    keys_f: int  # forward: keys per staged sub-tile
-    keys_kv: int  # dkdv: most threads (= key rows) per block
-    qrows_kv: int  # dkdv: query rows per shared tile
-    rows_q: int  # dq: most threads (= query rows) per block
-    keys_q: int  # dq: keys per shared tile
-    kv_in_smem: bool
-    dv_in_smem: bool
-    qdo_in_smem: bool
+    rows_f: int  # most threads (= query rows) per block
+    keys_f: int  # keys per staged sub-tile
 
 
-LAYOUTS = {
-    32: _Layout(rows_f=64, keys_f=64, keys_kv=64, qrows_kv=64, rows_q=64, keys_q=64,
-                kv_in_smem=False, dv_in_smem=False, qdo_in_smem=False),
-    64: _Layout(rows_f=64, keys_f=64, keys_kv=64, qrows_kv=32, rows_q=64, keys_q=32,
-                kv_in_smem=True, dv_in_smem=False, qdo_in_smem=True),
-    128: _Layout(rows_f=32, keys_f=32, keys_kv=64, qrows_kv=8, rows_q=64, keys_q=8,
-                 kv_in_smem=True, dv_in_smem=True, qdo_in_smem=True),
-}
-assert tuple(LAYOUTS) == HEAD_DIMS
+FORWARD = {32: _Forward(rows_f=64, keys_f=64), 64: _Forward(rows_f=64, keys_f=64),
+           128: _Forward(rows_f=32, keys_f=32)}
+"""The backward kernels take attention_backward's placements and tiles
+(:data:`backends.cuda.attention_backward.LAYOUTS`: k, v rows and the dv accumulator in
+shared memory from 64 and 128 on), so that nothing spills, and its shared-memory sizes."""
+assert tuple(FORWARD) == HEAD_DIMS
 
 
-def _forward_smem(head_dim: int, lay: _Layout, rows: int, C: int) -> int:
+def _forward_smem(head_dim: int, rows: int, C: int) -> int:
     # K and V sub-tiles; per thread its q and Õ rows (padded by one float) and its score row
     # of C | 1 floats
-    return 4 * (2 * lay.keys_f * head_dim + rows * (2 * (head_dim + 1) + (C | 1)))
-
-
-def _dkdv_smem(head_dim: int, lay: _Layout, keys: int) -> int:
-    # q and dO tiles, lse and Δ, then the per-thread rows padded by one float
-    per_thread = 2 * lay.kv_in_smem + lay.dv_in_smem
-    return 4 * (2 * lay.qrows_kv * head_dim + 2 * lay.qrows_kv + per_thread * keys * (head_dim + 1))
-
-
-def _dq_smem(head_dim: int, lay: _Layout, rows: int) -> int:
-    # K and V tiles, then the per-thread q and dO rows padded by one float
-    return 4 * (2 * lay.keys_q * head_dim + 2 * lay.qdo_in_smem * rows * (head_dim + 1))
+    return 4 * (2 * FORWARD[head_dim].keys_f * head_dim + rows * (2 * (head_dim + 1) + (C | 1)))
 
 
 KERNEL_NAMES = ("forward", "dkdv", "dq")
@@ -157,22 +132,22 @@ def _config(kernel: str, head_dim: int) -> KernelConfig:
     # The three kernels share one module per head dimension: every config defines every
     # macro. dynamic_smem is the most a launch asks for (C = MAX_BLOCK_SIZE, full blocks);
     # launches with smaller blocks ask for less.
-    lay = LAYOUTS[head_dim]
+    fwd, lay = FORWARD[head_dim], dense_backward.LAYOUTS[head_dim]
     defines = (("HEAD_DIM", str(head_dim)), ("STEP", str(STEP)),
-               ("ROWS_F", str(lay.rows_f)), ("KEYS_F", str(lay.keys_f)),
+               ("ROWS_F", str(fwd.rows_f)), ("KEYS_F", str(fwd.keys_f)),
                ("KEYS_KV", str(lay.keys_kv)), ("QROWS_KV", str(lay.qrows_kv)),
                ("ROWS_Q", str(lay.rows_q)), ("KEYS_Q", str(lay.keys_q)),
                ("KV_IN_SMEM", str(int(lay.kv_in_smem))), ("DV_IN_SMEM", str(int(lay.dv_in_smem))),
                ("QDO_IN_SMEM", str(int(lay.qdo_in_smem))), ("POSITIONS", "0"))
     name = f"block_sparse_{kernel}"
     if kernel == "forward":
-        return KernelConfig(SOURCE, name, defines, threads=lay.rows_f,
-                            dynamic_smem=_forward_smem(head_dim, lay, lay.rows_f, MAX_BLOCK_SIZE))
+        return KernelConfig(SOURCE, name, defines, threads=fwd.rows_f,
+                            dynamic_smem=_forward_smem(head_dim, fwd.rows_f, MAX_BLOCK_SIZE))
     if kernel == "dkdv":
         return KernelConfig(SOURCE, name, defines, threads=lay.keys_kv,
-                            dynamic_smem=_dkdv_smem(head_dim, lay, lay.keys_kv))
+                            dynamic_smem=dense_backward.dkdv_smem(head_dim, lay, lay.keys_kv))
     return KernelConfig(SOURCE, name, defines, threads=lay.rows_q,
-                        dynamic_smem=_dq_smem(head_dim, lay, lay.rows_q))
+                        dynamic_smem=dense_backward.dq_smem(head_dim, lay, lay.rows_q))
 
 
 KERNELS: dict[tuple[str, int], KernelConfig] = {
@@ -276,13 +251,12 @@ def _run_forward(call: Call, o, lse) -> None:
     """Launch the forward on a prepared call (what main() times)."""
     B, H = call.shape.B, call.shape.H
     C, (Nq, _) = call.layout.block_size, call.layout.n_blocks
-    lay = LAYOUTS[call.head_dim]
-    rows, chunks = _split(C, lay.rows_f)
+    rows, chunks = _split(C, FORWARD[call.head_dim].rows_f)
     config = KERNELS[("forward", call.head_dim)]
     _launch.get_kernel(config)((Nq * chunks, H, B), (rows,),
                                (call.q, call.k, call.v, call.row_offsets, call.key_block_K,
                                 call.block_bias_K, o, lse, *_dims(call, chunks)),
-                               shared_mem=_forward_smem(call.head_dim, lay, rows, C))
+                               shared_mem=_forward_smem(call.head_dim, rows, C))
 
 
 def block_sparse_forward(q_BHTD, k_BGSD, v_BGSE, layout: BlockLayout, *, causal: bool = True,
@@ -324,7 +298,7 @@ def _run_backward(call: Call, cols: Columns, o, lse, do, delta, dq, dk, dv) -> N
     """Launch delta, dkdv and dq on a prepared call (what main() times)."""
     B, H, G, T, _, _, E = call.shape
     C, (Nq, Nk) = call.layout.block_size, call.layout.n_blocks
-    lay = LAYOUTS[call.head_dim]
+    lay = dense_backward.LAYOUTS[call.head_dim]
     # Δ = rowsum(dO ∘ O): attention_backward.cu's kernel, summed in the order of e; it takes
     # E at run time, so the smallest build serves every head dimension (one compilation)
     rows = B * H * T
@@ -337,13 +311,13 @@ def _run_backward(call: Call, cols: Columns, o, lse, do, delta, dq, dk, dv) -> N
     config = KERNELS[("dkdv", call.head_dim)]
     _launch.get_kernel(config)((Nk * chunks, G, B), (keys,),
                                (*inputs, *cols, call.block_bias_K, dk, dv, *_dims(call, chunks)),
-                               shared_mem=_dkdv_smem(call.head_dim, lay, keys))
+                               shared_mem=dense_backward.dkdv_smem(call.head_dim, lay, keys))
     rows_q, chunks = _split(C, lay.rows_q)
     config = KERNELS[("dq", call.head_dim)]
     _launch.get_kernel(config)((Nq * chunks, H, B), (rows_q,),
                                (*inputs, call.row_offsets, call.key_block_K, call.block_bias_K,
                                 dq, *_dims(call, chunks)),
-                               shared_mem=_dq_smem(call.head_dim, lay, rows_q))
+                               shared_mem=dense_backward.dq_smem(call.head_dim, lay, rows_q))
 
 
 def block_sparse_backward(q_BHTD, k_BGSD, v_BGSE, o_BHTE, lse_BHT, do_BHTE, layout: BlockLayout,
