@@ -1,7 +1,7 @@
 """What the lesson notebooks (``lessons/NN_*.py``) share, so that each does not carry a copy.
 
-Printing a function's source between two markers, and reporting an exercise check as
-TODO / FAIL / PASS. (Finding the checkout stays in each lesson: it must run before
+Printing a function's source between two markers, reporting an exercise check as
+TODO / FAIL / PASS, and running a conformance check on pinned and drawn problems. (Finding the checkout stays in each lesson: it must run before
 anything of the project can be imported.)
 """
 
@@ -44,3 +44,31 @@ def verdict(fn, run: Callable[[], object], passed: str) -> bool:
         return False
     print(f"PASS {name}: {passed}")
     return True
+
+
+def check_on_problems(fn, conform: Callable, pinned, drawn_problems, *, max_examples: int,
+                      derandomize: bool, dtypes=None) -> bool:
+    """Run ``conform(fn, problem, dtype)`` (a check of ``tests/backends/conformance.py``)
+    on every ``pinned`` problem, then on ``max_examples`` problems drawn by hypothesis
+    from ``drawn_problems``, in each of ``dtypes`` (float64 and float32 by default);
+    print the :func:`verdict`. On a failure hypothesis shrinks the drawn problem."""
+    import numpy as np
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    dtypes = (np.float64, np.float32) if dtypes is None else tuple(dtypes)
+
+    @settings(max_examples=max_examples, deadline=None, database=None, derandomize=derandomize,
+              suppress_health_check=list(HealthCheck))
+    @given(problem=drawn_problems, dtype=st.sampled_from(dtypes))
+    def drawn(problem, dtype):
+        conform(fn, problem, dtype)
+
+    def run():
+        for problem in pinned:
+            for dtype in dtypes:
+                conform(fn, problem, dtype)
+        drawn()
+
+    names = "/".join(np.dtype(d).name for d in dtypes)
+    return verdict(fn, run, f"{len(pinned)} pinned problems and {max_examples} drawn problems, {names}")

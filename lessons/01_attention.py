@@ -58,7 +58,7 @@ ROOT = find_repo_root(Path.cwd().resolve())
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from backends.lesson_kit import show_source, verdict  # noqa: E402
+from backends.lesson_kit import check_on_problems, show_source, verdict  # noqa: E402
 
 SMALL = os.environ.get("ATTNSPEC_LESSON_MODE", "").lower() == "small"
 if SMALL:
@@ -716,8 +716,6 @@ print(f"  predicted speed-up {t_naive / t_flash:.1f}×")
 # the final state into `(o, lse)`, with the spec's convention for empty rows.
 
 # %%
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 from spec.tolerance import assert_close  # noqa: E402
 
 
@@ -837,22 +835,8 @@ from tests.strategies import attention_problems  # noqa: E402
 
 def check(fn, *, max_examples: int = HYPOTHESIS_EXAMPLES) -> bool:
     """Run the project's forward conformance check on ``fn``; print PASS / FAIL / TODO."""
-    dtypes = (np.float64, np.float32)
-
-    @settings(max_examples=max_examples, deadline=None, database=None, derandomize=SMALL,
-              suppress_health_check=list(HealthCheck))
-    @given(problem=attention_problems(max_len=24), dtype=st.sampled_from(dtypes))
-    def drawn(problem, dtype):
-        check_forward(fn, problem, dtype)
-
-    def run():
-        for problem in EDGE_PROBLEMS:
-            for dtype in dtypes:
-                check_forward(fn, problem, dtype)
-        drawn()
-
-    return verdict(fn, run, f"{len(EDGE_PROBLEMS)} edge problems and {max_examples} drawn "
-                   "problems, float64 and float32")
+    return check_on_problems(fn, check_forward, EDGE_PROBLEMS, attention_problems(max_len=24),
+                             max_examples=max_examples, derandomize=SMALL)
 
 
 # %%

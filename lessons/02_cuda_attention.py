@@ -66,7 +66,7 @@ ROOT = find_repo_root(Path.cwd().resolve())
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from backends.lesson_kit import check_name, show_source, verdict  # noqa: E402
+from backends.lesson_kit import check_name, check_on_problems, show_source  # noqa: E402
 
 SMALL = os.environ.get("ATTNSPEC_LESSON_MODE", "").lower() == "small"
 if SMALL:
@@ -976,8 +976,6 @@ else:
 # tiles of 32 and an output wider than 32 columns, and problems drawn by hypothesis.
 
 # %%
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 from spec.attention.checks import check_attention_inputs, check_scale, check_tile  # noqa: E402
 from tests.backends.conformance import check_forward  # noqa: E402
 from tests.strategies import EDGE_PROBLEMS, AttentionProblem, attention_problems  # noqa: E402
@@ -992,22 +990,9 @@ LESSON_PROBLEMS = (
 
 def check(fn, *, dtypes=(np.float64, np.float32), max_examples: int = HYPOTHESIS_EXAMPLES) -> bool:
     """Run the project's forward conformance check on ``fn``; print PASS / FAIL / TODO."""
-
-    @settings(max_examples=max_examples, deadline=None, database=None, derandomize=SMALL,
-              suppress_health_check=list(HealthCheck))
-    @given(problem=attention_problems(max_len=40), dtype=st.sampled_from(dtypes))
-    def drawn(problem, dtype):
-        check_forward(fn, problem, dtype)
-
-    def run():
-        for problem in EDGE_PROBLEMS + LESSON_PROBLEMS:
-            for dtype in dtypes:
-                check_forward(fn, problem, dtype)
-        drawn()
-
-    names = "/".join(np.dtype(d).name for d in dtypes)
-    return verdict(fn, run, f"{len(EDGE_PROBLEMS) + len(LESSON_PROBLEMS)} pinned problems and "
-                   f"{max_examples} drawn problems, {names}")
+    return check_on_problems(fn, check_forward, EDGE_PROBLEMS + LESSON_PROBLEMS,
+                             attention_problems(max_len=40), max_examples=max_examples,
+                             derandomize=SMALL, dtypes=dtypes)
 
 
 print("the CUDA kernels themselves, as a reminder of what PASS looks like:")

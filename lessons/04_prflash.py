@@ -67,7 +67,7 @@ ROOT = find_repo_root(Path.cwd().resolve())
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from backends.lesson_kit import show_source, verdict  # noqa: E402
+from backends.lesson_kit import check_on_problems, show_source, verdict  # noqa: E402
 
 SMALL = os.environ.get("ATTNSPEC_LESSON_MODE", "").lower() == "small"
 if SMALL:
@@ -699,30 +699,20 @@ assert check_harmonic(solution_harmonic_probs)
 # importance probabilities, logits of 30), in float64 and float32.
 
 # %%
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 
 from tests.strategies import block_sparse_problems  # noqa: E402
 
 
+def prflash_conforms(fn, problem, dtype):
+    """The conformance check of a PrFlashAttention forward (causal problems only)."""
+    check_block_sparse_forward(fn, dataclasses.replace(problem, causal=True), dtype, op="prflash")
+
+
 def check(fn, *, max_examples: int = HYPOTHESIS_EXAMPLES) -> bool:
     """Run the project's PrFlashAttention forward conformance check on ``fn``."""
-    dtypes = (np.float64, np.float32)
-
-    @settings(max_examples=max_examples, deadline=None, database=None, derandomize=SMALL,
-              suppress_health_check=list(HealthCheck))
-    @given(problem=block_sparse_problems(max_len=40), dtype=st.sampled_from(dtypes))
-    def drawn(problem, dtype):
-        check_block_sparse_forward(fn, dataclasses.replace(problem, causal=True), dtype, op="prflash")
-
-    def run():
-        for problem in BLOCK_SPARSE_EDGE_PROBLEMS:
-            for dtype in dtypes:
-                check_block_sparse_forward(fn, dataclasses.replace(problem, causal=True), dtype, op="prflash")
-        drawn()
-
-    return verdict(fn, run, f"{len(BLOCK_SPARSE_EDGE_PROBLEMS)} edge problems and {max_examples} drawn "
-                   "problems, float64 and float32")
+    return check_on_problems(fn, prflash_conforms, BLOCK_SPARSE_EDGE_PROBLEMS,
+                             block_sparse_problems(max_len=40), max_examples=max_examples,
+                             derandomize=SMALL)
 
 
 def my_prflash_forward(q_BHTD, k_BGSD, v_BGSE, keep, *, block_size, importance=None, scale=None):
