@@ -128,7 +128,7 @@ def _sparse_cases(small: bool) -> dict[str, _Case]:
     T = x["q"].shape[2]
     C = 32 if small else 64
     n = T // C
-    p_NN = prflash.harmonic_probs(n, max(1.0, 0.25 * (n + 1) / 2))
+    p_NN = prflash.harmonic_probs(n, prflash.budget_for_fraction(n, 0.25))
     keep_NN = prflash.sample_keep(p_NN, np.random.default_rng(3))
     layout = block_layout(keep_NN, C)
     bias_K = prflash.importance_bias(p_NN, keep_NN, np.float64)

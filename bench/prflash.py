@@ -8,7 +8,7 @@ Run as a script (never collected by pytest: no test_* names):
 For kept fractions of about 100%, 50%, 25%, 12.5% and 6% of the causal blocks it
 draws one PrFlashAttention round per head: ``harmonic_probs`` (window 1, no sink) with
 the per-row budget that makes the expected kept fraction the target
-(``theory.prflash.experiment.budget_for_fraction``), sampled by ``sample_keep``
+(``spec.attention.prflash.budget_for_fraction``), sampled by ``sample_keep``
 with ``batch=(B, H)``; the actual fraction is ``spec.attention.prflash.kept_fraction``
 (at least the diagonal's 2/(n + 1) for n blocks: 11.8% at n = 16, the --quick size).
 It then times, in one process with the same thread count, causal and block_size 64:
@@ -66,7 +66,6 @@ def run(T: int, threads: int, rounds: int, fractions, backward_fractions, seed: 
     from backends.cpu import attention as dense
     from backends.cpu import block_sparse as sparse
     from spec.attention import prflash
-    from theory.prflash.experiment import budget_for_fraction
 
     numba.set_num_threads(threads)
     torch.set_num_threads(threads)
@@ -78,7 +77,7 @@ def run(T: int, threads: int, rounds: int, fractions, backward_fractions, seed: 
     masks = []
     for f in fractions:
         # below the diagonal's 2/(n + 1) no budget reaches the target: take the diagonal
-        budget = budget_for_fraction(n, max(f, 2 / (n + 1)))
+        budget = prflash.budget_for_fraction(n, max(f, 2 / (n + 1)))
         keep = prflash.sample_keep(prflash.harmonic_probs(n, budget), rng, batch=(B, H))
         masks.append((f, budget, keep))
 

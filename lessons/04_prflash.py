@@ -473,7 +473,7 @@ qs, ks, vs = (rng.standard_normal((1, SPEED_H, SPEED_T, D_speed)).astype(np.floa
 calls = {"dense": functools.partial(cpu_flash, qs, ks, vs, causal=True, tile_t=C_speed, tile_s=C_speed)}
 kept_of = {}
 for fraction in SPEED_FRACTIONS:
-    budget = experiment.budget_for_fraction(N_speed, fraction)
+    budget = prflash.budget_for_fraction(N_speed, fraction)
     keep_BHNN = prflash.sample_keep(prflash.harmonic_probs(N_speed, budget), rng, batch=(1, SPEED_H))
     kept_of[fraction] = prflash.kept_fraction(keep_BHNN)
     calls[fraction] = functools.partial(cpu_prflash, qs, ks, vs, keep_BHNN, block_size=C_speed)

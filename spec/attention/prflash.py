@@ -326,6 +326,29 @@ def kept_fraction(keep: np.ndarray) -> float:
     return float((keep & causal_NN).sum() / (causal_NN.sum() * (keep.size // (n * n))))
 
 
+def budget_for_fraction(n_blocks: int, fraction: float) -> float:
+    """The per-row budget b at which the masks drawn keep, in expectation, ``fraction``
+    of the causal blocks (:func:`kept_fraction`): Σ_i min(b, i + 1) / (n(n+1)/2) =
+    fraction, since every distribution here expects min(b, i + 1) blocks in row i.
+
+    The kept fraction is piecewise linear and increasing in b: with b between the
+    integers m and m + 1 (rows i < m keep all i + 1 blocks), it is
+    (m(m+1)/2 + (n - m)·b) / (n(n+1)/2).
+    """
+    n = _check_n_blocks(n_blocks)
+    total = n * (n + 1) / 2
+    lo = 2 / (n + 1)  # b = 1: the diagonal only
+    if not lo - 1e-12 <= fraction <= 1 + 1e-12:
+        raise ValueError(f"fraction: expected a kept fraction in [{lo:.4f}, 1] for {n} blocks "
+                         f"(the diagonal is always kept), got {fraction}")
+    target = fraction * total
+    for m in range(1, n):  # b in [m, m + 1]: rows i < m keep all i + 1, the other n - m keep b
+        b = (target - m * (m + 1) / 2) / (n - m)
+        if b <= m + 1:
+            return float(max(b, 1.0))
+    return float(n)
+
+
 # -------------------------------------------------------------------- attention
 
 

@@ -132,6 +132,16 @@ def test_kept_fraction():
     assert prflash.kept_fraction(np.stack([keep, keep])) == 0.9
 
 
+def test_budget_for_fraction_inverts_the_kept_fraction():
+    for n in (1, 2, 7, 16, 32):
+        for fraction in np.linspace(2 / (n + 1), 1, 9):
+            b = prflash.budget_for_fraction(n, fraction)
+            kept = sum(min(b, i + 1) for i in range(n)) / (n * (n + 1) / 2)
+            assert abs(kept - fraction) < 1e-12, (n, fraction, b)
+    with pytest.raises(ValueError, match="fraction"):
+        prflash.budget_for_fraction(16, 0.05)
+
+
 def _qkv(rng, B=1, H=2, G=1, T=37, D=8, E=5, dtype=np.float64):
     return (rng.standard_normal((B, H, T, D)).astype(dtype), rng.standard_normal((B, G, T, D)).astype(dtype),
             rng.standard_normal((B, G, T, E)).astype(dtype))

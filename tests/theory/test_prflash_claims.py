@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from theory.prflash import claims
-from theory.prflash.experiment import PATTERNS, Config, budget_for_fraction, pool, run
+from theory.prflash.experiment import PATTERNS, Config, pool, run
 
 SEEDS = (0, 1)
 
@@ -41,13 +41,3 @@ def test_masks_have_the_asked_compute(result):
     np.testing.assert_allclose(kept_F, result.fractions_F, atol=0.05)
     p2 = PATTERNS.index("power_of_two")
     assert np.all(result.kept_XPFM[:, p2, result.power_of_two_index] == result.fractions_F[result.power_of_two_index])
-
-
-def test_budget_for_fraction_inverts_the_kept_fraction():
-    for n in (1, 2, 7, 16, 32):
-        for fraction in np.linspace(2 / (n + 1), 1, 9):
-            b = budget_for_fraction(n, fraction)
-            kept = sum(min(b, i + 1) for i in range(n)) / (n * (n + 1) / 2)
-            assert abs(kept - fraction) < 1e-12, (n, fraction, b)
-    with pytest.raises(ValueError, match="fraction"):
-        budget_for_fraction(16, 0.05)

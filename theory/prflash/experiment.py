@@ -180,28 +180,6 @@ def make_inputs(cfg: Config, dataset: str, rng: np.random.Generator):
 # ---------------------------------------------------------------------- measures
 
 
-def budget_for_fraction(n_blocks: int, fraction: float) -> float:
-    """The per-row budget b whose expected kept fraction Σ_i min(b, i + 1) / (n(n+1)/2)
-    equals ``fraction`` (every distribution here expects min(b, i + 1) blocks in row i).
-
-    The kept fraction is piecewise linear and increasing in b: with b between the
-    integers m and m + 1 (rows i < m keep all i + 1 blocks), it is
-    (m(m+1)/2 + (n - m)·b) / (n(n+1)/2).
-    """
-    n = n_blocks
-    total = n * (n + 1) / 2
-    lo = 2 / (n + 1)  # b = 1: the diagonal only
-    if not lo - 1e-12 <= fraction <= 1 + 1e-12:
-        raise ValueError(f"fraction: expected a kept fraction in [{lo:.4f}, 1] for {n} blocks "
-                         f"(the diagonal is always kept), got {fraction}")
-    target = fraction * total
-    for m in range(1, n):  # b in [m, m + 1]: rows i < m keep all i + 1, the other n - m keep b
-        b = (target - m * (m + 1) / 2) / (n - m)
-        if b <= m + 1:
-            return float(max(b, 1.0))
-    return float(n)
-
-
 def block_mass(q, k, v, lse_1HT, block_size: int) -> np.ndarray:
     """mass_1HTN: the exact attention mass of query t on key block j, Σ_{s ∈ j} P_ts.
 
@@ -322,7 +300,7 @@ def run(cfg: Config, seed: int) -> Result:
     pow2_fraction = prflash.kept_fraction(prflash.power_of_two_probs(n) > 0)
     fractions_F = np.array(sorted(set(cfg.fractions) | {pow2_fraction}))
     pow2_index = int(np.flatnonzero(fractions_F == pow2_fraction)[0])
-    budgets_F = np.array([budget_for_fraction(n, f) for f in fractions_F])
+    budgets_F = np.array([prflash.budget_for_fraction(n, f) for f in fractions_F])
     shape = (len(cfg.datasets), len(PATTERNS), fractions_F.size, cfg.masks)
     error, kept, dropped, bound = (np.full(shape, np.nan) for _ in range(4))
     mass_by_distance_XSN = np.zeros((len(cfg.datasets), 1, n))
