@@ -1,4 +1,5 @@
-"""File formats of a byte-level BPE tokenizer: ours, Hugging Face's, tiktoken's.
+"""File formats of the tokenizers: byte-level BPE (ours, Hugging Face's, tiktoken's) and
+the unigram model of :mod:`spec.tokenize.swe` (ours).
 
 Every reader parses defensively: it checks the structure and every value before
 building anything, and a malformed or hostile file raises ``ValueError`` naming what
@@ -13,6 +14,14 @@ input). Only ``json`` is used: no pickle, no eval.
 
   The canonical ids of :mod:`spec.tokenize.bpe` (bytes in GPT-2's order, 256 + r for
   merge r, specials after); ``ids`` an optional external numbering.
+* **Ours, unigram model** (:func:`save_unigram` / :func:`load_unigram`)::
+
+    {"format": "attnspec-unigram", "version": 1, "pieces": [[piece, log_p], ...],
+     "boundary": "end" | "start", "sep": null | " ", "max_pieces": null | k,
+     "unk_log_prob": log_p}
+
+  Pieces in id order; a log-probability of -inf (a piece of count 0) is written as
+  null, since JSON has no infinities.
 * **Hugging Face** ``tokenizer.json`` (:func:`to_hf_json` / :func:`from_hf_json`): a
   ``BPE`` model whose vocab keys are tokens spelled with ``bytes_to_unicode()``'s
   stand-in characters, merges as ``[left, right]`` (or the older ``"left right"``),
@@ -382,3 +391,59 @@ def from_tiktoken_ranks(ranks, pattern=GPT2_PATTERN, special_tokens=None) -> BPE
         raise ValueError("special_tokens: an id collides with a rank")
     return BPETokenizer(merges, special_tokens=[s for s, _ in specials], pattern=pattern, ids=ids)
 
+
+
+# ------------------------------------------------------------- unigram model, ours
+
+UNIGRAM_FORMAT = "attnspec-unigram"
+
+
+def _json_log_prob(x: float) -> float | None:
+    return None if x == float("-inf") else float(x)
+
+
+def save_unigram(model, path) -> None:
+    """Write a :class:`spec.tokenize.swe.UnigramModel` in our JSON format (module docstring)."""
+    from spec.tokenize.swe import UnigramModel
+
+    if not isinstance(model, UnigramModel):
+        raise TypeError(f"model: expected a UnigramModel, got {type(model).__name__}")
+    _write_json(path, {
+        "format": UNIGRAM_FORMAT, "version": VERSION,
+        "pieces": [[s, _json_log_prob(lp)] for s, lp in zip(model.pieces, model.log_probs)],
+        "boundary": model.boundary, "sep": model.sep, "max_pieces": model.max_pieces,
+        "unk_log_prob": float(model.unk_log_prob)})
+
+
+def load_unigram(path):
+    """Read what :func:`save_unigram` wrote; every field checked (ValueError naming it)."""
+    from spec.tokenize.swe import UnigramModel
+
+    d = _read_json(path)
+    where = _check_path(path)
+    _expect(isinstance(d, dict), where, f"expected a JSON object, got {type(d).__name__}")
+    keys = {"format", "version", "pieces", "boundary", "sep", "max_pieces", "unk_log_prob"}
+    _expect(set(d) == keys, where, f"expected the keys {sorted(keys)}, got {sorted(d)}")
+    _expect(d["format"] == UNIGRAM_FORMAT, where,
+            f"format: expected {UNIGRAM_FORMAT!r}, got {d['format']!r}")
+    _expect(d["version"] == VERSION and _is_int(d["version"]), where,
+            f"version: expected {VERSION}, got {d['version']!r}")
+    pieces = d["pieces"]
+    _expect(isinstance(pieces, list), where, "pieces: expected a list")
+    for i, p in enumerate(pieces):
+        _expect(isinstance(p, list) and len(p) == 2 and isinstance(p[0], str) and p[0]
+                and (p[1] is None or (isinstance(p[1], (int, float)) and not isinstance(p[1], bool))),
+                where, f"pieces[{i}]: expected [non-empty string, number or null], got {p!r}")
+    _expect(len({p[0] for p in pieces}) == len(pieces), where, "pieces: duplicates")
+    _expect(d["max_pieces"] is None or (_is_int(d["max_pieces"]) and d["max_pieces"] >= 1), where,
+            f"max_pieces: expected null or an int >= 1, got {d['max_pieces']!r}")
+    unk = d["unk_log_prob"]
+    _expect(isinstance(unk, (int, float)) and not isinstance(unk, bool), where,
+            f"unk_log_prob: expected a number, got {unk!r}")
+    try:  # the model's own checks: boundary, sep, finite log-probabilities <= 0 ...
+        return UnigramModel([p[0] for p in pieces],
+                            [float("-inf") if p[1] is None else float(p[1]) for p in pieces],
+                            boundary=d["boundary"], sep=d["sep"], max_pieces=d["max_pieces"],
+                            unk_log_prob=float(unk))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{where}: {e}") from None
