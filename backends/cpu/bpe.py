@@ -42,8 +42,8 @@ Mirrors :mod:`spec.tokenize.bpe` exactly: :func:`train` returns a spec
   chooses the count.
 
 Special tokens are split out of the text in Python first, exactly as the spec does
-(leftmost match, the longest special first at an equal start; :func:`split_specials`
-does it with one regular-expression scan); the compiled code never sees them.
+(:func:`spec.tokenize.bpe.split_specials`: leftmost match, the longest special first at
+an equal start); the compiled code never sees them.
 
 Public API:
 
@@ -97,8 +97,7 @@ from spec.tokenize import bpe as _spec
 from spec.tokenize.bpe import ID_OF_BYTE, BPETokenizer
 
 __all__ = [
-    "CPUBPETokenizer", "count_words", "encode", "encode_batch", "learn_merges", "split_specials",
-    "train",
+    "CPUBPETokenizer", "count_words", "encode", "encode_batch", "learn_merges", "train",
 ]
 
 #: Byte value -> token id (GPT-2 byte order), as an array for the kernels.
@@ -957,7 +956,7 @@ def count_words(texts, *, special_tokens=(), pattern="gpt2"):
         if not isinstance(text, str):
             raise TypeError(f"texts: item {i} is a {type(text).__name__}, expected a str")
         if finder is not None and finder.search(text):
-            segments = [seg for seg, is_special in split_specials(text, specials)
+            segments = [seg for seg, is_special in _spec.split_specials(text, specials)
                         if not is_special]
         else:
             segments = (text,)
@@ -1003,36 +1002,9 @@ def learn_merges(word_counts, num_merges, *, first_id=256, min_frequency=1, prog
     if first_id + num_merges >= 2**31:
         raise ValueError(f"num_merges: first_id + num_merges must be < 2**31, got "
                          f"{first_id + num_merges}")
-    words = list(word_counts)
-    offsets = np.zeros(len(words) + 1, dtype=np.int64)
-    np.cumsum([len(w) for w in words], out=offsets[1:])
-    sym = np.fromiter((s for w in words for s in w), dtype=np.int32, count=int(offsets[-1]))
-    count_W = np.fromiter(word_counts.values(), dtype=np.int64, count=len(words))
+    sym, offsets, count_W = _spec.flatten_word_counts(word_counts)
     merges_M2 = _learn(sym, offsets, count_W, num_merges, first_id, min_frequency, progress)
     return [(int(a), int(b)) for a, b in merges_M2]
-
-
-def split_specials(text: str, specials) -> list[tuple[str, bool]]:
-    """:func:`spec.tokenize.bpe.split_specials` with one regular-expression scan.
-
-    The alternation lists the specials longest first; Python's ``re`` returns the
-    leftmost match and, at that position, the first alternative that matches, i.e. the
-    longest special: the spec's rule. (The spec searches for every special again after
-    each match, quadratic in a long text with many specials.)
-    """
-    specials = sorted(set(specials), key=lambda s: (-len(s), s))
-    if not specials:
-        return [(text, False)] if text else []
-    parts: list[tuple[str, bool]] = []
-    start = 0
-    for m in re.finditer("|".join(map(re.escape, specials)), text):
-        if m.start() > start:
-            parts.append((text[start:m.start()], False))
-        parts.append((m.group(), True))
-        start = m.end()
-    if start < len(text):
-        parts.append((text[start:], False))
-    return parts
 
 
 def train(texts, vocab_size, *, special_tokens=(), pattern="gpt2", min_frequency=1,
@@ -1108,7 +1080,7 @@ def encode(tokenizer: BPETokenizer, text: str, *, allowed_special="all") -> np.n
     tables = _tables(tokenizer)
     n_threads = numba.get_num_threads()
     chunks = []
-    for segment, is_special in split_specials(text, allowed):
+    for segment, is_special in _spec.split_specials(text, allowed):
         if is_special:
             chunks.append(np.array([tables.special_id[segment]], dtype=np.int32))
             continue

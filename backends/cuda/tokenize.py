@@ -45,6 +45,8 @@ import numpy as np
 
 from backends.cuda import _launch, _timing
 from backends.cuda._launch import KernelConfig
+from spec.tokenize.bpe import flatten_word_counts
+from spec.tokenize.swe import PieceTrie, flatten_words
 
 SPEC = ("spec.tokenize.bpe:pair_counts", "spec.tokenize.swe:viterbi_ids")
 """The spec functions this family mirrors."""
@@ -121,36 +123,6 @@ class PairCounts(NamedTuple):
     """int64 (K,): the weighted number of occurrences of each."""
 
 
-def flatten_words(word_counts: Mapping[tuple[int, ...], int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(sym_P int32, offsets_W1 int64, counts_W int64) of a word -> count mapping, in its
-    order, with the spec's checks (tuples of ints >= 0, int counts >= 1)."""
-    if not isinstance(word_counts, Mapping):
-        raise TypeError(f"word_counts: expected a Mapping[tuple[int, ...], int], got "
-                        f"{type(word_counts).__name__}")
-    words = list(word_counts)
-    if any(not isinstance(w, tuple) for w in words):
-        bad = next(w for w in words if not isinstance(w, tuple))
-        raise TypeError(f"word_counts: keys must be tuples of ints, got {type(bad).__name__}")
-    counts = [word_counts[w] for w in words]
-    for w, n in zip(words, counts):
-        if isinstance(n, bool) or not isinstance(n, int):
-            raise TypeError(f"word_counts: counts must be ints, got {type(n).__name__} for {w!r}")
-    lengths = np.fromiter((len(w) for w in words), np.int64, len(words))
-    offsets = np.zeros(len(words) + 1, np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    flat = [s for w in words for s in w]
-    if any(isinstance(s, bool) or not isinstance(s, int) for s in flat):
-        bad = next(s for s in flat if isinstance(s, bool) or not isinstance(s, int))
-        raise TypeError(f"word_counts: symbols must be ints, got {type(bad).__name__}")
-    if flat and (min(flat) < 0 or max(flat) > np.iinfo(np.int32).max):
-        raise ValueError("word_counts: symbols must lie in [0, 2^31 - 1]")
-    if counts and min(counts) < 1:
-        raise ValueError(f"word_counts: counts must be >= 1, got {min(counts)}")
-    if counts and max(counts) > np.iinfo(np.int64).max:
-        raise ValueError(f"word_counts: counts must be < 2^63, got {max(counts)}")
-    return np.array(flat, np.int32), offsets, np.array(counts, np.int64)
-
-
 def as_dict(result: PairCounts) -> dict[tuple[int, int], int]:
     """The spec's dict {(left, right): count} of :class:`PairCounts`, in the same order."""
     pairs, counts = _host(result.pairs_K2).tolist(), _host(result.counts_K).tolist()
@@ -218,7 +190,7 @@ def pair_counts(word_counts: Mapping[tuple[int, ...], int], *, version: str = "v
 
     Same signature, checks and result as the spec, insertion order included.
     """
-    return as_dict(pair_counts_arrays(*flatten_words(word_counts), version=version))
+    return as_dict(pair_counts_arrays(*flatten_word_counts(word_counts), version=version))
 
 
 # ------------------------------------------------------------------ segmentation
@@ -237,24 +209,7 @@ class Segmentation(NamedTuple):
     word of n code points has at most n pieces); the slots after them are unspecified."""
 
 
-def flatten_code_points(words: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(cps_P int32, offsets_W1 int64): the words' code points, flat, and their offsets."""
-    if isinstance(words, str) or not isinstance(words, Sequence):
-        raise TypeError(f"words: expected a sequence of str, got {type(words).__name__}")
-    for w in words:
-        if not isinstance(w, str):
-            raise TypeError(f"words: expected str items, got {type(w).__name__}")
-    offsets = np.zeros(len(words) + 1, np.int64)
-    np.cumsum([len(w) for w in words], out=offsets[1:])
-    text = "".join(words)
-    # UTF-32 holds every code point, lone surrogates included with surrogatepass
-    cps = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4").astype(np.int32)
-    return cps, offsets
-
-
 def _check_trie(trie) -> None:
-    from spec.tokenize.swe import PieceTrie
-
     if not isinstance(trie, PieceTrie):
         raise TypeError(f"trie: expected a spec.tokenize.swe.PieceTrie, got {type(trie).__name__}")
     for name, dtype in (("first_edge_N1", np.int64), ("edge_char", np.int32),
@@ -370,7 +325,7 @@ def segment_words(words: Sequence[str], trie, max_pieces: int | None = None, *,
                   version: str = "v1") -> list[tuple[list[int], float]]:
     """:func:`segment` of a list of words, as ``[viterbi_ids(word, trie, max_pieces)]``:
     per word its piece ids and score."""
-    cps, offsets = flatten_code_points(words)
+    cps, offsets = flatten_words(words)
     seg = segment(cps, offsets, trie, max_pieces, version=version)
     return unflatten(seg, offsets)
 

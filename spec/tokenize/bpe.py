@@ -34,8 +34,11 @@ File formats (our JSON, HF ``tokenizer.json``, tiktoken ranks) live in
 from __future__ import annotations
 
 import heapq
+import re
 from collections.abc import Callable, Iterable, Mapping
 from itertools import pairwise
+
+import numpy as np
 
 from spec.tokenize.pretokenize import PATTERNS, pretokenize
 
@@ -107,6 +110,25 @@ def pair_counts(word_counts: Mapping[tuple[int, ...], int]) -> dict[tuple[int, i
         for pair in pairwise(word):
             counts[pair] = counts.get(pair, 0) + n
     return counts
+
+
+def flatten_word_counts(word_counts: Mapping[tuple[int, ...], int]) -> tuple[
+        np.ndarray, np.ndarray, np.ndarray]:
+    """A word table as the flat arrays compiled code takes: (sym_P int32, offsets_W1
+    int64, counts_W int64), in the mapping's order; word b is sym_P[offsets_W1[b]:
+    offsets_W1[b + 1]] with count counts_W[b]. Checks as :func:`pair_counts`, plus the
+    ranges the arrays hold (symbols < 2^31, counts < 2^63)."""
+    _check_word_counts(word_counts)
+    words = list(word_counts)
+    offsets_W1 = np.zeros(len(words) + 1, dtype=np.int64)
+    np.cumsum([len(w) for w in words], out=offsets_W1[1:])
+    flat = [s for w in words for s in w]
+    if flat and max(flat) > np.iinfo(np.int32).max:
+        raise ValueError(f"word_counts: symbols must be < 2^31, got {max(flat)}")
+    counts = list(word_counts.values())
+    if counts and max(counts) > np.iinfo(np.int64).max:
+        raise ValueError(f"word_counts: counts must be < 2^63, got {max(counts)}")
+    return (np.array(flat, dtype=np.int32), offsets_W1, np.array(counts, dtype=np.int64))
 
 
 # --------------------------------------------------------------- merge learning
@@ -291,23 +313,21 @@ def split_specials(text: str, specials: Iterable[str]) -> list[tuple[str, bool]]
     At each position the leftmost occurrence of any special wins; where several start at
     the same position, the longest. Ordinary segments are non-empty; their concatenation
     with the specials is ``text``.
+
+    One scan with Python's ``re``: it returns the leftmost match and, at that position,
+    the first alternative that matches, so listing the specials longest first makes the
+    longest win (linear in the text, however many specials it holds).
     """
-    # Longest first, so that at equal start the longest special matches.
     by_length = sorted(set(specials), key=lambda s: (-len(s), s))
+    if not by_length:
+        return [(text, False)] if text else []
     parts: list[tuple[str, bool]] = []
     start = 0  # beginning of the current ordinary segment
-    i = 0
-    while by_length and i < len(text):
-        # leftmost start of any special at or after i
-        found = [(text.find(s, i), -len(s), s) for s in by_length]
-        found = [f for f in found if f[0] >= 0]
-        if not found:
-            break
-        at, _, special = min(found)
-        if at > start:
-            parts.append((text[start:at], False))
-        parts.append((special, True))
-        i = start = at + len(special)
+    for m in re.finditer("|".join(map(re.escape, by_length)), text):
+        if m.start() > start:
+            parts.append((text[start:m.start()], False))
+        parts.append((m.group(), True))
+        start = m.end()
     if start < len(text):
         parts.append((text[start:], False))
     return parts

@@ -352,6 +352,11 @@ def count_words(texts, *, boundary: str = "end", sep: str | None = None) -> dict
 def flatten_words(words: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """Words as the flat arrays the compiled segmenters take: (cps int32[total code
     points], offsets int64[len(words) + 1]); word b is cps[offsets[b]:offsets[b+1]]."""
+    if isinstance(words, str) or not isinstance(words, Sequence):
+        raise TypeError(f"words: expected a sequence of str, got {type(words).__name__}")
+    for w in words:
+        if not isinstance(w, str):
+            raise TypeError(f"words: expected str items, got {type(w).__name__}")
     offsets = np.zeros(len(words) + 1, dtype=np.int64)
     np.cumsum([len(w) for w in words], out=offsets[1:])
     joined = "".join(words)

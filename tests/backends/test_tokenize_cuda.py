@@ -20,16 +20,10 @@ from hypothesis import strategies as st
 
 from backends.cuda import _launch
 from backends.cuda import tokenize as launcher
-from backends.cuda.tokenize import (
-    flatten_code_points,
-    flatten_words,
-    pair_counts,
-    pair_counts_arrays,
-    segment,
-    segment_words,
-)
+from backends.cuda.tokenize import pair_counts, pair_counts_arrays, segment, segment_words
+from spec.tokenize.bpe import flatten_word_counts
 from spec.tokenize.bpe import pair_counts as spec_pair_counts
-from spec.tokenize.swe import piece_trie, viterbi_ids
+from spec.tokenize.swe import flatten_words, piece_trie, viterbi_ids
 
 NEG_INF = -math.inf
 
@@ -66,7 +60,7 @@ def test_pair_counts_arrays_form_and_the_grid_stride_loop(monkeypatch):
     word_counts = {tuple(rng.integers(0, 4, int(n)).tolist()): int(c)
                    for n, c in zip(rng.integers(0, 40, 200), rng.integers(1, 50, 200))}
     want = spec_pair_counts(word_counts)
-    out = pair_counts_arrays(*flatten_words(word_counts))
+    out = pair_counts_arrays(*flatten_word_counts(word_counts))
     assert out.pairs_K2.dtype == np.int32 and out.counts_K.dtype == np.int64
     _assert_same_dict(launcher.as_dict(out), want)
     monkeypatch.setattr(launcher, "PAIR_MAX_BLOCKS", 1)
@@ -181,7 +175,7 @@ def test_segment_over_several_blocks_and_long_words():
 
 def test_segment_outputs_in_array_form():
     trie = _trie({"a": -1.0, "ab": -1.5, "b": -2.0}, unk_id=9)
-    cps, offsets = flatten_code_points(["ab", "", "bza"])
+    cps, offsets = flatten_words(["ab", "", "bza"])
     out = segment(cps, offsets, trie)
     np.testing.assert_array_equal(out.n_pieces_W, [1, 0, 3])
     assert out.score_W.dtype == np.float64 and out.score_W[1] == 0.0
@@ -197,7 +191,7 @@ def test_segment_of_an_empty_batch():
 
 
 def _seg_args():
-    cps, offsets = flatten_code_points(["ab", "a"])
+    cps, offsets = flatten_words(["ab", "a"])
     return [cps, offsets, _trie({"a": -1.0, "b": -1.0}), None]
 
 
@@ -225,13 +219,6 @@ def test_segment_rejects_a_damaged_trie():
         segment(*_seg_args()[:2], trie._replace(log_prob_V=np.array([np.nan, -1.0])))
     with pytest.raises(ValueError, match="trie.edge_node"):
         segment(*_seg_args()[:2], trie._replace(edge_node=np.array([0, 7], np.int32)))
-
-
-def test_flatten_rejects_non_strings():
-    with pytest.raises(TypeError, match="words"):
-        flatten_code_points("ab")
-    with pytest.raises(TypeError, match="words"):
-        flatten_code_points(["a", 3])
 
 
 def test_main_validates_on_this_engine(capsys):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 
+import numpy as np
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -14,6 +15,7 @@ from spec.tokenize.bpe import (
     BYTE_OF_ID,
     ID_OF_BYTE,
     BPETokenizer,
+    flatten_word_counts,
     learn_merges,
     merge_word,
     pair_counts,
@@ -275,6 +277,32 @@ def test_special_tokens():
         t.encode("x", allowed_special="some")
 
 
+def _split_by_search(text, specials):
+    """The rule written out: from each point, the leftmost start of any special, the
+    longest one where several start there; the text between is ordinary."""
+    parts, start = [], 0
+    while True:
+        found = [(text.find(s, start), -len(s), s) for s in specials if text.find(s, start) >= 0]
+        if not found:
+            break
+        at, _, special = min(found)
+        if at > start:
+            parts.append((text[start:at], False))
+        parts.append((special, True))
+        start = at + len(special)
+    if start < len(text):
+        parts.append((text[start:], False))
+    return parts
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text("ab<>", max_size=20),
+       st.lists(st.text("ab<>", min_size=1, max_size=3), max_size=4, unique=True))
+@example("x<<a>>b<a>bb<", ["<a>", "<a>b", "b<", "<"])
+def test_split_specials_follows_the_rule(text, specials):
+    assert split_specials(text, specials) == _split_by_search(text, specials)
+
+
 def test_add_prefix_space():
     t = BPETokenizer([], special_tokens=["<s>"], add_prefix_space=True)
     assert t.decode(t.encode("a<s>b")) == " a<s> b"
@@ -380,3 +408,13 @@ def test_load_rejects_non_json(tmp_path, raw):
 def test_load_path_type():
     with pytest.raises(TypeError, match="path"):
         BPETokenizer.load(3)
+
+
+def test_flatten_word_counts_layout_and_errors():
+    sym, offsets, counts = flatten_word_counts({(3, 1): 2, (): 1, (7,): 5})
+    assert (sym.dtype, offsets.dtype, counts.dtype) == (np.int32, np.int64, np.int64)
+    assert sym.tolist() == [3, 1, 7] and offsets.tolist() == [0, 2, 2, 3] and counts.tolist() == [2, 1, 5]
+    with pytest.raises(ValueError, match="2\\^31"):
+        flatten_word_counts({(2**31,): 1})
+    with pytest.raises(TypeError, match="word_counts"):
+        flatten_word_counts({(1.5,): 1})

@@ -303,3 +303,13 @@ def test_load_rejects_malformed_files(tmp_path, content, what):
     path.write_text(content)
     with pytest.raises(ValueError, match=what):
         swe.UnigramModel.load(path)
+
+
+def test_flatten_words_layout_and_errors():
+    cps, offsets = swe.flatten_words(["ab", "", "\U0001F600\ud800"])
+    assert cps.dtype == np.int32 and offsets.dtype == np.int64
+    assert offsets.tolist() == [0, 2, 2, 4] and cps.tolist() == [97, 98, 0x1F600, 0xD800]
+    with pytest.raises(TypeError, match="words"):
+        swe.flatten_words("ab")
+    with pytest.raises(TypeError, match="words"):
+        swe.flatten_words(["a", 3])
