@@ -436,7 +436,10 @@ class BPETokenizer:
 
     # -- encode / decode
 
-    def _encode_piece(self, piece: str) -> list[int]:
+    def encode_piece(self, piece: str) -> list[int]:
+        """The merged ids of one pre-token piece (no special tokens, no pre-tokenization),
+        in the canonical numbering (bytes in GPT-2's order, 256 + r for merge r) whatever
+        ``ids`` says: repeatedly merge the adjacent pair of the lowest merge rank."""
         word = tuple(ID_OF_BYTE[b] for b in piece.encode("utf-8", "surrogatepass"))
         while len(word) > 1:
             # the lowest-ranked merge among the adjacent pairs (none: done)
@@ -483,7 +486,7 @@ class BPETokenizer:
             if self.add_prefix_space and not segment.startswith(" "):
                 segment = " " + segment
             for piece in pretokenize(segment, self.pattern):
-                out.extend(self._encode_piece(piece))
+                out.extend(self.encode_piece(piece))
         return [self._external(i) for i in out]
 
     def decode(self, ids) -> str:
