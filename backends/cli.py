@@ -3,6 +3,7 @@
     attnspec tour [--out DIR] [--small]     every op on every backend here, one table, figures
     attnspec conformance [--backend NAME]   the conformance tests of one backend (pytest)
     attnspec bench [OP] [--quick]           the benchmarks in bench/ (all, or OP's)
+    attnspec tokenize train|encode|decode   train a tokenizer on files; encode, decode files
 
 ``conformance`` and ``bench`` run files of the source checkout (tests/, bench/), so
 they need the repository, not only the installed packages.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import math
 import subprocess
 import sys
 import time
@@ -222,6 +224,85 @@ def tour_rows(*, small: bool, dtype=np.float32, repeats: int = 3) -> list[TourRo
     return rows
 
 
+# ------------------------------------------------------------ tour: tokenization
+
+
+def _cpu_segmenter(model):
+    """text -> piece ids with backends.cpu.swe's batched Viterbi, on the spec model's trie."""
+    from backends.cpu import swe as cswe
+    from spec.tokenize.swe import flatten_words
+
+    def encode(text):
+        cps, offsets = flatten_words(model.words(text))
+        ids, count, _ = cswe.segment_batch(cps, offsets, model.trie, model.max_pieces)
+        return [int(i) for b in range(len(count)) for i in ids[offsets[b]:offsets[b] + count[b]]]
+    return encode
+
+
+def _discrete_row(op, backend, out, want, seconds, spec_s, note="") -> TourRow:
+    """A tour row of a discrete result: max err = the number of differing items (merges,
+    ids or pieces, a length difference counting as items); within = identical."""
+    differ = sum(a != b for a, b in zip(out, want)) + abs(len(out) - len(want))
+    return TourRow(op, backend, float(differ), differ == 0, seconds, spec_s / seconds, note)
+
+
+def tokenize_rows(*, small: bool) -> list[TourRow]:
+    """BPE training, BPE encoding and SWE segmentation on the standard library's sources,
+    spec and cpu (Numba): merges, ids and pieces must be identical ("in tol" = equal).
+
+    Training is timed once (it is seconds, not milliseconds); encoding and segmentation
+    are timed as the other rows. The segmentation model is a unigram model over the BPE
+    vocabulary's pieces (those that are whole UTF-8 text) with log-probabilities from
+    their counts in the BPE encoding of the text (the BPE-like initial setting of SWE):
+    cheap to build, and the same for both backends.
+    """
+    from backends.corpus import stdlib_text
+    from backends.cpu import bpe as cbpe
+    from spec.tokenize import bpe as sbpe
+    from spec.tokenize import swe as sswe
+
+    n_bytes, vocab = (100_000, 512) if small else (1_000_000, 2048)
+    text = stdlib_text(n_bytes)
+    where = f"{n_bytes // 1000} kB of the stdlib, vocab {vocab}"
+    rows = []
+
+    t0 = time.perf_counter()
+    spec_tok = sbpe.train(text, vocab)
+    spec_train_s = time.perf_counter() - t0
+    rows.append(_discrete_row("tokenize.bpe_train", "spec", spec_tok.merges, spec_tok.merges,
+                              spec_train_s, spec_train_s, where))
+    cbpe.train(text[:2000], 300)  # compile or load Numba's cache first
+    t0 = time.perf_counter()
+    cpu_tok = cbpe.train(text, vocab)
+    s = time.perf_counter() - t0
+    rows.append(_discrete_row("tokenize.bpe_train", "cpu", cpu_tok.merges, spec_tok.merges, s, spec_train_s))
+
+    sample = text[: n_bytes // 2]
+    spec_ids, spec_s = _timed(lambda: spec_tok.encode(sample), 1)
+    rows.append(_discrete_row("tokenize.bpe_encode", "spec", spec_ids, spec_ids, spec_s, spec_s))
+    ids, s = _timed(functools.partial(cbpe.encode, spec_tok, sample), 3)
+    rows.append(_discrete_row("tokenize.bpe_encode", "cpu", ids.tolist(), spec_ids, s, spec_s))
+
+    counts: dict[str, int] = {}
+    for i in spec_ids:
+        b = spec_tok.token_bytes(i)
+        try:
+            piece = b.decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        if piece.strip():
+            counts[piece.strip()] = counts.get(piece.strip(), 0) + 1
+    total = sum(counts.values())
+    model = sswe.UnigramModel(list(counts), [math.log(c / total) for c in counts.values()])
+    seg_text = text[: n_bytes // 10]
+    spec_pieces, spec_s = _timed(lambda: model.encode(seg_text), 1)
+    rows.append(_discrete_row("tokenize.swe_segment", "spec", spec_pieces, spec_pieces, spec_s, spec_s,
+                              f"{len(counts)} pieces"))
+    pieces, s = _timed(functools.partial(_cpu_segmenter(model), seg_text), 3)  # piece ids
+    rows.append(_discrete_row("tokenize.swe_segment", "cpu", list(pieces), spec_pieces, s, spec_s))
+    return rows
+
+
 def _cuda_engine() -> str:
     from backends.cuda import engine
 
@@ -259,9 +340,11 @@ def tour(out_dir: Path, *, small: bool) -> int:
     print(f"attnspec tour ({size} size, float32 inputs, causal; error vs the float64 oracle,"
           " tolerance per spec.tolerance)\n")
     cuda_note = _choose_cuda_engine()
-    rows = tour_rows(small=small)
+    rows = tour_rows(small=small) + tokenize_rows(small=small)
     print(format_table(rows))
-    print(f"\ncuda rows: {cuda_note}")
+    print("\ntokenize rows: results are discrete; 'max err' is the number of merges, ids or "
+          "pieces that differ from the spec's, 'in tol' means identical")
+    print(f"cuda rows: {cuda_note}")
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = attention_figures(out_dir, small=small)
     print(f"\nfigures of the lessons' key plots written to {out_dir.resolve()}:")
@@ -321,6 +404,200 @@ def bench(op: str | None, extra: list[str]) -> int:
     return status
 
 
+# ---------------------------------------------------------------------- tokenize
+
+
+class _TokenizeError(Exception):
+    """A user error of ``attnspec tokenize``: printed without a traceback, exit status 2."""
+
+
+KINDS = ("bpe", "swe", "unigram")
+"""bpe: byte-level BPE; swe: likelihood-optimal sub-word encoding grown from BPE-like
+initial settings (swe.train method="grow"); unigram: sentencepiece-style pruning (method="prune")."""
+
+def _train_fn(kind: str, backend: str):
+    if backend not in ("spec", "cpu"):
+        raise _TokenizeError(f"unknown backend {backend!r}; choose spec or cpu")
+    import importlib
+
+    family = "bpe" if kind == "bpe" else "swe"
+    module = f"spec.tokenize.{family}" if backend == "spec" else f"backends.cpu.{family}"
+    try:
+        return importlib.import_module(module).train
+    except (ImportError, AttributeError) as e:
+        raise _TokenizeError(f"the {backend} backend has no {family} trainer here ({e})") from None
+
+
+def _read_text(path: Path) -> str:
+    try:
+        with open(path, encoding="utf-8", newline="") as f:  # newline="": keep \r\n as it is
+            return f.read()
+    except FileNotFoundError:
+        raise _TokenizeError(f"no such file: {path}") from None
+    except IsADirectoryError:
+        raise _TokenizeError(f"{path} is a directory, not a file") from None
+    except UnicodeDecodeError as e:
+        raise _TokenizeError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise _TokenizeError(f"cannot read {path}: {e.strerror}") from None
+
+
+def load_model(path: Path):
+    """A tokenizer saved by ``attnspec tokenize train``: our BPE or unigram JSON format
+    (:mod:`spec.tokenize.formats`), told apart by its "format" field; _TokenizeError on a
+    missing or malformed file."""
+    import json
+
+    from spec.tokenize import formats
+    from spec.tokenize.bpe import BPETokenizer
+    from spec.tokenize.swe import UnigramModel
+
+    path = Path(path)
+    if not path.is_file():
+        raise _TokenizeError(f"no such model file: {path}")
+    try:
+        kind = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise _TokenizeError(f"{path} is not a tokenizer model (not JSON: {e})") from None
+    kind = kind.get("format") if isinstance(kind, dict) else None
+    readers = {formats.FORMAT: BPETokenizer.load, formats.UNIGRAM_FORMAT: UnigramModel.load}
+    if kind not in readers:
+        raise _TokenizeError(f"{path} is not a tokenizer model: its \"format\" is {kind!r}, "
+                             f"expected one of {sorted(readers)}")
+    try:
+        return readers[kind](path)
+    except (ValueError, TypeError) as e:
+        raise _TokenizeError(f"{path} is not a valid tokenizer model: {e}") from None
+
+
+def _write(out: Path | None, text: str) -> None:
+    if out is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    try:
+        with open(out, "w", encoding="utf-8", errors="surrogatepass", newline="") as f:
+            f.write(text)
+    except OSError as e:
+        raise _TokenizeError(f"cannot write {out}: {e.strerror}") from None
+
+
+def tokenize_train(kind: str, vocab_size: int, files: list[Path], out: Path, *,
+                   backend: str = "cpu", special: list[str] = ()) -> int:
+    from backends.progress import ProgressBar
+
+    texts = [_read_text(f) for f in files]
+    train = _train_fn(kind, backend)
+    options = {}
+    if special:
+        options["special_tokens"] = tuple(special)
+    if kind != "bpe":
+        options["method"] = "grow" if kind == "swe" else "prune"
+    t0 = time.perf_counter()
+    try:
+        with ProgressBar(f"{kind} training ({backend})") as bar:
+            model = train(texts, vocab_size, progress=bar, **options)
+    except (ValueError, TypeError) as e:
+        raise _TokenizeError(f"training failed: {e}") from None
+    model.save(out)
+    size = sum(len(t.encode("utf-8", errors="surrogatepass")) for t in texts)
+    print(f"trained {kind} ({backend}) on {size:,} bytes of {len(files)} file(s) in "
+          f"{time.perf_counter() - t0:.1f} s: vocabulary {vocab_size}; wrote {out}", file=sys.stderr)
+    return 0
+
+
+def tokenize_encode(model_path: Path, file: Path, out: Path | None, *, as_json: bool) -> int:
+    import json
+
+    model = load_model(model_path)
+    text = _read_text(file)
+    if as_json:
+        _write(out, json.dumps([int(i) for i in model.encode(text)]) + "\n")
+    else:
+        # one output line per input line; the line's ending is part of what is encoded
+        lines = text.splitlines(keepends=True)
+        _write(out, "".join(" ".join(map(str, model.encode(line))) + "\n" for line in lines))
+    return 0
+
+
+def tokenize_decode(model_path: Path, file: Path, out: Path | None) -> int:
+    import json
+
+    model = load_model(model_path)
+    text = _read_text(file)
+    if text.lstrip().startswith("["):
+        try:
+            ids = json.loads(text)
+        except ValueError as e:
+            raise _TokenizeError(f"{file}: not a JSON list of ids ({e})") from None
+        if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+            raise _TokenizeError(f"{file}: expected a JSON list of integer ids")
+        chunks, as_json_input = [ids], True
+    else:
+        as_json_input = False
+        try:
+            chunks = [[int(t) for t in line.split()] for line in text.splitlines()]
+        except ValueError as e:
+            raise _TokenizeError(f"{file}: expected lines of space-separated integer ids ({e})") from None
+    vocab = getattr(model, "vocab_size", None)
+    for ids in chunks:
+        bad = [i for i in ids if i < 0 or (vocab is not None and i >= vocab)]
+        if bad:
+            raise _TokenizeError(f"{file}: id {bad[0]} is outside the model's vocabulary (0..{vocab - 1})")
+    from spec.tokenize.bpe import BPETokenizer
+
+    # BPE keeps every character, line endings included; a unigram model normalises
+    # whitespace (runs become one space, line endings go), so each line gets "\n" back
+    end = "" if isinstance(model, BPETokenizer) or as_json_input else "\n"
+    _write(out, "".join(model.decode(ids) + end for ids in chunks))
+    return 0
+
+
+def tokenize(args) -> int:
+    try:
+        if args.action == "train":
+            return tokenize_train(args.kind, args.vocab_size, args.files, args.output,
+                                  backend=args.backend, special=args.special or [])
+        if args.action == "encode":
+            return tokenize_encode(args.model, args.file, args.output, as_json=args.json)
+        return tokenize_decode(args.model, args.file, args.output)
+    except _TokenizeError as e:
+        print(f"attnspec tokenize {args.action}: {e}", file=sys.stderr)
+        return 2
+
+
+def _tokenize_parser(sub) -> None:
+    p = sub.add_parser("tokenize", help="train a tokenizer on files; encode and decode files",
+                       description="Train a tokenizer on text files; encode a file to ids, decode ids "
+                                   "to text. encode writes one line of space-separated ids per input "
+                                   "line (each line encoded with its line ending), or with --json the "
+                                   "whole file's ids as one JSON list; decode reads either form. "
+                                   "BPE round-trips every file exactly; swe and unigram models "
+                                   "normalise whitespace (runs of it become one space; in the "
+                                   "line form each line ends with a newline).")
+    acts = p.add_subparsers(dest="action", required=True)
+    t = acts.add_parser("train", help="train on FILES and write the model (JSON)")
+    t.add_argument("--kind", choices=KINDS, default="bpe",
+                   help="bpe (byte-level BPE), swe (likelihood-optimal sub-word encoding), "
+                        "unigram (sentencepiece-style pruning); default bpe")
+    t.add_argument("--vocab-size", type=int, required=True, help="size of the vocabulary")
+    t.add_argument("--backend", choices=("spec", "cpu"), default="cpu",
+                   help="cpu (Numba, default) or spec (the readable reference; slow)")
+    # one token per flag: with nargs="+" the files would be taken for tokens
+    t.add_argument("--special", action="append", metavar="TOKEN",
+                   help="a special token (bpe); repeat the flag for several, in id order")
+    t.add_argument("files", nargs="+", type=Path, metavar="FILES", help="UTF-8 text files")
+    t.add_argument("-o", "--output", type=Path, required=True, help="the model file to write")
+    for name, helptext in (("encode", "encode FILE to ids"), ("decode", "decode ids in FILE to text")):
+        a = acts.add_parser(name, help=helptext)
+        a.add_argument("-m", "--model", type=Path, required=True, help="a model written by train")
+        a.add_argument("file", type=Path, metavar="FILE")
+        a.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
+        if name == "encode":
+            a.add_argument("--json", action="store_true",
+                           help="encode the whole file as one text and write a JSON list of ids")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="attnspec", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -332,7 +609,12 @@ def main(argv: list[str] | None = None) -> int:
     p_conf.add_argument("--backend", help="only this backend, e.g. cpu")
     p_bench = sub.add_parser("bench", help="run the benchmarks in bench/")
     p_bench.add_argument("op", nargs="?", help="e.g. attention (default: all)")
+    _tokenize_parser(sub)
     args, extra = parser.parse_known_args(argv)
+    if args.command == "tokenize":
+        if extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        return tokenize(args)
     if args.command == "tour":
         if extra:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
