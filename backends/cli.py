@@ -228,8 +228,8 @@ def tour_rows(*, small: bool, dtype=np.float32, repeats: int = 3) -> list[TourRo
 
 
 def _cpu_segmenter(model):
-    """text -> piece ids with backends.cpu.swe's batched Viterbi, on the spec model's trie."""
-    from backends.cpu import swe as cswe
+    """text -> piece ids with backends.cpu.tokenize.swe's batched Viterbi, on the spec model's trie."""
+    from backends.cpu.tokenize import swe as cswe
     from spec.tokenize.swe import flatten_words
 
     def encode(text):
@@ -257,7 +257,7 @@ def tokenize_rows(*, small: bool) -> list[TourRow]:
     cheap to build, and the same for both backends.
     """
     from backends.corpus import stdlib_text
-    from backends.cpu import bpe as cbpe
+    from backends.cpu.tokenize import bpe as cbpe
     from spec.tokenize import bpe as sbpe
     from spec.tokenize import swe as sswe
 
@@ -421,7 +421,7 @@ def _train_fn(kind: str, backend: str):
     import importlib
 
     family = "bpe" if kind == "bpe" else "swe"
-    module = f"spec.tokenize.{family}" if backend == "spec" else f"backends.cpu.{family}"
+    module = f"spec.tokenize.{family}" if backend == "spec" else f"backends.cpu.tokenize.{family}"
     try:
         return importlib.import_module(module).train
     except (ImportError, AttributeError) as e:

@@ -9,7 +9,7 @@ Run as a script (never collected by pytest: no test_* names):
 
 Side by side in one run, as ratios ours / theirs (below 1: ours is faster):
 
-(a) **BPE training** on the training text, vocab 4096 and 32768: ``backends.cpu.bpe.train``
+(a) **BPE training** on the training text, vocab 4096 and 32768: ``backends.cpu.tokenize.bpe.train``
     against HF ``tokenizers``' ``BpeTrainer`` (``ByteLevel`` pre-tokenizer with
     ``add_prefix_space=False``, no normaliser, the 256-byte initial alphabet,
     ``show_progress=False``) at 1 and 2 threads (``NUMBA_NUM_THREADS`` for ours,
@@ -18,13 +18,13 @@ Side by side in one run, as ratios ours / theirs (below 1: ours is faster):
     training file split into lines (line endings kept). The merges of both are compared
     (the contract says they are equal).
 (b) **Encoding throughput** (MB/s of UTF-8 input) of the held-out text with the vocab-32768
-    merges of (a), one thread: ours (``backends.cpu.bpe.encode`` on the whole text) against
+    merges of (a), one thread: ours (``backends.cpu.tokenize.bpe.encode`` on the whole text) against
     tiktoken (``tiktoken.Encoding`` built from the same merges as mergeable ranks with the
     GPT-2 pattern, ``encode_ordinary`` on the whole text) and HF (``Tokenizer.encode`` on
     the whole text; and ``encode_batch`` over the lines at 1 and 2 threads, against ours,
-    ``backends.cpu.bpe.encode_batch``, over the same lines). The ids of all of them are
+    ``backends.cpu.tokenize.bpe.encode_batch``, over the same lines). The ids of all of them are
     checked equal before timing.
-(c) **Unigram / SWE training** at vocab 8000: ours (``backends.cpu.swe.train``,
+(c) **Unigram / SWE training** at vocab 8000: ours (``backends.cpu.tokenize.swe.train``,
     ``method="grow"`` (SWE) and ``"prune"`` (unigram)) against sentencepiece's unigram
     trainer (``num_threads`` 1 and 2; identity normalisation, ``character_coverage=1.0``,
     ``split_by_whitespace``), with the held-out log-likelihood per byte of each model:
@@ -78,7 +78,7 @@ def _lines(path: str, limit: int | None = None) -> list[str]:
 def _ours(kind: str, family: str):
     import importlib
 
-    return importlib.import_module(f"spec.tokenize.{family}" if kind == "spec" else f"backends.cpu.{family}")
+    return importlib.import_module(f"spec.tokenize.{family}" if kind == "spec" else f"backends.cpu.tokenize.{family}")
 
 
 def job_bpe_train(a: dict) -> dict:
@@ -123,7 +123,7 @@ def job_encode(a: dict) -> dict:
         if a["ours"] == "spec":
             fn = (lambda: tok.encode(text)) if not a["batch"] else (lambda: [tok.encode(x) for x in lines])
         else:
-            from backends.cpu import bpe
+            from backends.cpu.tokenize import bpe
 
             fn = (lambda: bpe.encode(tok, text)) if not a["batch"] else (lambda: bpe.encode_batch(tok, lines))
     elif impl == "tiktoken":

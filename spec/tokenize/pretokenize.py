@@ -102,7 +102,7 @@ PATTERNS = {"gpt2": GPT2_PATTERN, "gpt4": GPT4_PATTERN}
 
 # ------------------------------------------------------------- character classes
 
-# Class codes; backends.cpu.pretokenize stores them in a uint8 table per code point.
+# Class codes; backends.cpu.tokenize.pretokenize stores them in a uint8 table per code point.
 OTHER, LETTER, NUMBER, SPACE = 0, 1, 2, 3
 
 # \p{L}, \p{N} and the Z part of White_Space, by general category; every other

@@ -9,7 +9,7 @@ sweep in position order is exact). "k-step" segmentation (the paper's "k-step sh
 path", shared/papers/notes.md section 1.3) bounds the number of edges: the
 k-hop-constrained shortest path, a DP over (hops, position).
 
-Fixed details (every segmenter follows them: this spec, backends/cpu/swe.py, the CUDA
+Fixed details (every segmenter follows them: this spec, backends/cpu/tokenize/swe.py, the CUDA
 kernel):
 
 * **Unconstrained Viterbi** (``max_pieces=None``; sentencepiece's rule):

@@ -1,4 +1,4 @@
-"""backends.cpu.bpe equals spec.tokenize.bpe: the same merges, the same ids."""
+"""backends.cpu.tokenize.bpe equals spec.tokenize.bpe: the same merges, the same ids."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from backends.cpu import bpe as cpu
+from backends.cpu.tokenize import bpe as cpu
 from spec.tokenize import bpe as spec
 
 SPECIALS = ["<|endoftext|>", "<|end|>"]

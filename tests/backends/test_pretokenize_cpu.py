@@ -1,4 +1,4 @@
-"""backends.cpu.pretokenize.split_utf8 equals the spec's pieces, encoded."""
+"""backends.cpu.tokenize.pretokenize.split_utf8 equals the spec's pieces, encoded."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import example, given, settings
 
-from backends.cpu.pretokenize import class_table, split_utf8
+from backends.cpu.tokenize.pretokenize import class_table, split_utf8
 from spec.tokenize.pretokenize import GPT4_PATTERN, PATTERNS, char_class, pretokenize
 from tests.spec.test_pretokenize import pretoken_texts, stdlib_sample
 

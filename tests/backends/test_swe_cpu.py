@@ -1,4 +1,4 @@
-"""backends.cpu.swe against spec.tokenize.swe: batched Viterbi ids and scores, SWE growth
+"""backends.cpu.tokenize.swe against spec.tokenize.swe: batched Viterbi ids and scores, SWE growth
 (same pieces in the same order, same counts) and unigram-LM pruning (same pieces, same
 order, log-probabilities and EM history equal bit for bit), and the same trained models."""
 
@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backends.cpu import swe as cpu
+from backends.cpu.tokenize import swe as cpu
 from spec.tokenize import swe
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])

@@ -5,7 +5,7 @@ Mirrors :mod:`spec.tokenize.bpe` exactly: :func:`train` returns a spec
 ``spec.tokenize.bpe.train`` on the same arguments, and :func:`encode` /
 :class:`CPUBPETokenizer` give the spec's ids. Only the data structures differ:
 
-* **Pre-tokenization** is :func:`backends.cpu.pretokenize.split_utf8` (the UTF-8 bytes
+* **Pre-tokenization** is :func:`backends.cpu.tokenize.pretokenize.split_utf8` (the UTF-8 bytes
   of the text and the byte offsets of its pieces); nothing here ever builds a Python
   string per piece.
 * **Word counting** (training) hashes the byte slices of the pieces into an
@@ -78,7 +78,7 @@ there is a fixed cost of about 6 µs (pre-tokenizer, dispatch, conversions), so
 
 Numba's ``cache=True`` keys a cached function by its own source file. The helpers are
 all in this file, except the pre-tokenizer kernels that :func:`_split_batch` calls
-(:mod:`backends.cpu.pretokenize`): after editing those, clear this module's cached
+(:mod:`backends.cpu.tokenize.pretokenize`): after editing those, clear this module's cached
 kernels (``backends/cpu/__pycache__/bpe.*.nbi``) or it runs the old code.
 """
 
@@ -92,7 +92,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from backends.cpu.pretokenize import _bounds_gpt2, _bounds_gpt4, class_table, split_utf8
+from backends.cpu.tokenize.pretokenize import _bounds_gpt2, _bounds_gpt4, class_table, split_utf8
 from spec.tokenize import bpe as _spec
 from spec.tokenize.bpe import ID_OF_BYTE, BPETokenizer
 
@@ -295,7 +295,7 @@ def _gather_shares(starts_T1, scratch, pieces_T, first_T, n_shares, bounds_K):
 def _split_batch(buf_U8, starts_T1, table, gpt4, n_shares):
     """Piece bounds of many texts laid end to end in buf_U8 (text i is
     buf_U8[starts_T1[i]:starts_T1[i + 1]]), each pre-tokenized on its own by the
-    kernels of :mod:`backends.cpu.pretokenize`; one bounds array for all (a text's last
+    kernels of :mod:`backends.cpu.tokenize.pretokenize`; one bounds array for all (a text's last
     bound is the next one's first). Shares of texts run in parallel."""
     n_texts = starts_T1.size - 1
     scratch = np.empty(buf_U8.size + n_texts, dtype=np.int64)
