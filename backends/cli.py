@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import math
 import subprocess
 import sys
 import time
@@ -247,17 +246,15 @@ def _discrete_row(op, backend, out, want, seconds, spec_s, note="") -> TourRow:
 
 
 def tokenize_rows(*, small: bool) -> list[TourRow]:
-    """BPE training, BPE encoding and SWE segmentation on the standard library's sources,
-    spec and cpu (Numba): merges, ids and pieces must be identical ("in tol" = equal).
+    """BPE training and encoding, SWE training and segmentation on the standard library's
+    sources, spec and cpu (Numba): merges, ids, pieces must be identical ("in tol" = equal).
 
     Training is timed once (it is seconds, not milliseconds); encoding and segmentation
-    are timed as the other rows. The segmentation model is a unigram model over the BPE
-    vocabulary's pieces (those that are whole UTF-8 text) with log-probabilities from
-    their counts in the BPE encoding of the text (the BPE-like initial setting of SWE):
-    cheap to build, and the same for both backends.
+    are timed as the other rows. Segmentation uses the spec's trained SWE model.
     """
     from backends.corpus import stdlib_text
     from backends.cpu.tokenize import bpe as cbpe
+    from backends.cpu.tokenize import swe as cswe
     from spec.tokenize import bpe as sbpe
     from spec.tokenize import swe as sswe
 
@@ -271,7 +268,7 @@ def tokenize_rows(*, small: bool) -> list[TourRow]:
     spec_train_s = time.perf_counter() - t0
     rows.append(_discrete_row("tokenize.bpe_train", "spec", spec_tok.merges, spec_tok.merges,
                               spec_train_s, spec_train_s, where))
-    cbpe.train(text[:2000], 300)  # compile or load Numba's cache first
+    cbpe.train(text, 300)  # compile or load Numba's cache first (every path this size takes)
     t0 = time.perf_counter()
     cpu_tok = cbpe.train(text, vocab)
     s = time.perf_counter() - t0
@@ -283,21 +280,22 @@ def tokenize_rows(*, small: bool) -> list[TourRow]:
     ids, s = _timed(functools.partial(cbpe.encode, spec_tok, sample), 3)
     rows.append(_discrete_row("tokenize.bpe_encode", "cpu", ids.tolist(), spec_ids, s, spec_s))
 
-    counts: dict[str, int] = {}
-    for i in spec_ids:
-        b = spec_tok.token_bytes(i)
-        try:
-            piece = b.decode("utf-8")
-        except UnicodeDecodeError:
-            continue
-        if piece.strip():
-            counts[piece.strip()] = counts.get(piece.strip(), 0) + 1
-    total = sum(counts.values())
-    model = sswe.UnigramModel(list(counts), [math.log(c / total) for c in counts.values()])
+    # SWE: the paper's growth on a smaller slice (the spec's trainer recounts every step)
+    swe_text = text[: n_bytes // 4]
+    swe_vocab = len(sswe.initial_pieces(sswe.count_words(swe_text))) + (100 if small else 300)
+    t0 = time.perf_counter()
+    model = sswe.train(swe_text, swe_vocab)
+    spec_train_s = time.perf_counter() - t0
+    rows.append(_discrete_row("tokenize.swe_train", "spec", model.pieces, model.pieces,
+                              spec_train_s, spec_train_s, f"{len(swe_text) // 1000} kB, vocab {swe_vocab}"))
+    cswe.train(swe_text, swe_vocab - 50)  # compile or load Numba's cache first
+    t0 = time.perf_counter()
+    cpu_model = cswe.train(swe_text, swe_vocab)
+    s = time.perf_counter() - t0
+    rows.append(_discrete_row("tokenize.swe_train", "cpu", cpu_model.pieces, model.pieces, s, spec_train_s))
     seg_text = text[: n_bytes // 10]
     spec_pieces, spec_s = _timed(lambda: model.encode(seg_text), 1)
-    rows.append(_discrete_row("tokenize.swe_segment", "spec", spec_pieces, spec_pieces, spec_s, spec_s,
-                              f"{len(counts)} pieces"))
+    rows.append(_discrete_row("tokenize.swe_segment", "spec", spec_pieces, spec_pieces, spec_s, spec_s))
     pieces, s = _timed(functools.partial(_cpu_segmenter(model), seg_text), 3)  # piece ids
     rows.append(_discrete_row("tokenize.swe_segment", "cpu", list(pieces), spec_pieces, s, spec_s))
     return rows

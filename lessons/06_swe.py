@@ -137,11 +137,11 @@ print(f"repository: {ROOT}\nmode: {'small' if SMALL else 'default'}")
 print(swe.__doc__[swe.__doc__.index("Fixed details"):swe.__doc__.index("The compiled segmenters")])
 
 # %% [markdown]
-# The unconstrained Viterbi sweep (`_run`, over the edges `_edges` lists: for every
+# The unconstrained Viterbi sweep (`best_path`, over the edges `lattice` lists: for every
 # end $j$ the pieces $w[i:j]$ in ascending $i$):
 
 # %%
-show_source(swe._run, start="if k is None:", stop="return pieces[::-1], best[n]")
+show_source(swe.best_path, start="if k is None:", stop="return pieces[::-1], best[n]")
 
 # %% [markdown]
 # The exact gain of one merge, and the step of `grow` that uses it:
@@ -193,7 +193,7 @@ print("  with gains:", " ".join(f"{s.gain:.0f}" for s in steps[:12]))
 def arcs_of(word, log_prob, unk):
     """[(i, j, piece, -log p)] for every piece w[i:j] (and unknown single characters)."""
     out = []
-    for j, edges in enumerate(swe._edges(word, log_prob, unk, max(map(len, log_prob)))):
+    for j, edges in enumerate(swe.lattice(word, log_prob, unk, max(map(len, log_prob)))):
         out += [(i, j, s, -lp) for i, s, lp in edges]
     return out
 
@@ -566,7 +566,7 @@ print("\n\n".join(tables) if tables else
 # continues, at most $L$ characters ($L$ = the longest piece), so a word of $n$
 # characters costs at most $n \cdot \min(n, L)$ trie steps, each a binary search over
 # one node's children. The k-hop DP runs the same sweep once per layer: $k$ times the
-# work (the spec's `_run` and the compiled kernels keep all layers). Counting on the
+# work (the spec's `best_path` and the compiled kernels keep all layers). Counting on the
 # held-out words:
 
 # %%

@@ -171,8 +171,10 @@ def trie_child(trie: PieceTrie, node: int, c: int) -> int:
 # ------------------------------------------------------------------- Viterbi
 
 
-def _edges(word: str, log_prob: Mapping[str, float], unk_log_prob: float, max_len: int):
-    """edges[j] = [(i, piece, lp)] for every piece w[i:j] (plus unknown edges), i ascending."""
+def lattice(word: str, log_prob: Mapping[str, float], unk_log_prob: float, max_len: int):
+    """The word's segmentation DAG: edges[j] = [(i, piece, log p)] for every piece
+    w[i:j] of at most ``max_len`` characters, plus the unknown-character edge i -> i+1
+    where the single character is not a piece (module docstring), i ascending."""
     n = len(word)
     edges: list[list[tuple[int, str, float]]] = [[] for _ in range(n + 1)]
     for i in range(n):
@@ -207,8 +209,8 @@ def viterbi(word: str, log_prob: Mapping[str, float], max_pieces: int | None = N
     if unk_log_prob is None:
         unk_log_prob = default_unk_log_prob(log_prob.values())
     max_len = max((len(s) for s in log_prob), default=1)
-    edges = _edges(word, log_prob, float(unk_log_prob), max(max_len, 1))
-    return _run(edges, len(word), k)
+    edges = lattice(word, log_prob, float(unk_log_prob), max(max_len, 1))
+    return best_path(edges, len(word), k)
 
 
 def viterbi_ids(word_cps: Sequence[int], trie: PieceTrie,
@@ -546,9 +548,9 @@ def _log_probs_from_counts(counts: Sequence[int]) -> list[float]:
     return [math.log(c / n) if c > 0 else -math.inf for c in counts]
 
 
-def _run(edges, n: int, k: int | None) -> tuple[list[str], float]:
-    """The Viterbi sweeps of :func:`viterbi` over precomputed edges (edges[j] lists
-    (i, piece, log p) by ascending i)."""
+def best_path(edges, n: int, k: int | None) -> tuple[list[str], float]:
+    """The Viterbi sweeps of :func:`viterbi` (both rules, module docstring) over a
+    :func:`lattice` of a word of n characters: (pieces, score)."""
     if n == 0:
         return [], 0.0
     if k is None:
@@ -688,7 +690,7 @@ def grow(word_counts: Mapping[str, int], vocab_size: int, *, progress=None) -> t
         lp = _log_probs_from_counts(counts)
         log_prob = dict(zip(pieces, lp))
         for w in affected:
-            new_pieces, _ = _run(_edges(words[w], log_prob, 0.0, max_len), len(words[w]), None)
+            new_pieces, _ = best_path(lattice(words[w], log_prob, 0.0, max_len), len(words[w]), None)
             new_seg = [pid[s] for s in new_pieces]
             for t in seg[w]:
                 counts[t] -= wcount[w]
@@ -726,10 +728,10 @@ def expected_counts(word_counts: Mapping[str, int], log_prob: Mapping[str, float
     counts: dict[str, float] = {s: 0.0 for s in log_prob}
     ll = 0.0
     for w, n in word_counts.items():
-        edges = _edges(w, log_prob, -math.inf, max_len)
+        edges = lattice(w, log_prob, -math.inf, max_len)
         L = len(w)
         if em == "viterbi":
-            pieces, score = _run(edges, L, None)
+            pieces, score = best_path(edges, L, None)
             for s in pieces:
                 counts[s] += n
             ll += n * score
@@ -765,7 +767,10 @@ def prune(word_counts: Mapping[str, int], vocab_size: int, *, seed_size: int | N
       (default 10 x vocab_size) with the largest frequency x length (ties: the string).
       log p(s) = log(freq(s) / sum freq).
       Repeat: ``em_iters`` EM steps (:func:`expected_counts`; M-step p = E[c] / sum E[c],
-      pieces other than characters with E[c] < 0.5 dropped, as sentencepiece does); if
+      pieces other than characters with E[c] < 0.5 dropped, as sentencepiece does, and
+      a character's E[c] raised to 0.5 when below, the half count of ``train``'s "grow"
+      (else a rare character whose expected count underflows to 0 would leave the words
+      that need it without a segmentation: LL = -inf, then NaN counts)); if
       |V| <= vocab_size stop; else the loss of every non-character piece s:
       F(s) = its count in the Viterbi segmentations, alt(s) = the Viterbi segmentation
       of the string s without s, and (sentencepiece's formula, with F the piece's own
@@ -804,10 +809,12 @@ def prune(word_counts: Mapping[str, int], vocab_size: int, *, seed_size: int | N
             counts, ll = expected_counts(word_counts, log_prob, max_len, em)
             history.append(ll)
             kept = [s for s in log_prob if s in char_set or counts[s] >= 0.5]
+            for s in chars:  # half a count at least: no word loses its only path
+                counts[s] = max(counts[s], 0.5)
             z = 0.0
             for s in kept:  # left to right (sum() of floats is compensated from Python 3.12)
                 z += counts[s]
-            log_prob = {s: (math.log(counts[s] / z) if counts[s] > 0 else -math.inf) for s in kept}
+            log_prob = {s: math.log(counts[s] / z) for s in kept}
         if len(log_prob) <= vocab_size:
             break
         # losses from the Viterbi segmentations
@@ -822,7 +829,7 @@ def prune(word_counts: Mapping[str, int], vocab_size: int, *, seed_size: int | N
                 loss[s] = -math.inf
                 continue
             without = {t: v for t, v in log_prob.items() if t != s}
-            alt, _ = _run(_edges(s, without, -math.inf, max_len), len(s), None)
+            alt, _ = best_path(lattice(s, without, -math.inf, max_len), len(s), None)
             z_alt = zf + f * (len(alt) - 1)
             lp_alt = 0.0
             for t in alt:

@@ -284,19 +284,21 @@ def test_save_load_round_trip(tmp_path):
     assert back.encode("ab cab") == model.encode("ab cab")
 
 
+def _unigram_file(**changes) -> str:
+    import json
+    fields = {"format": "attnspec-unigram", "version": 1, "pieces": [["a", -1]], "boundary": "end",
+              "sep": None, "max_pieces": None, "unk_log_prob": -10}
+    return json.dumps({**fields, **changes})
+
+
 @pytest.mark.parametrize("content, what", [
     ("[1, 2]", "JSON object"),
     ('{"format": "attnspec-unigram"}', "keys"),
-    ('{"format": "attnspec-bpe", "version": 1, "pieces": [], "boundary": "end", "sep": null,'
-     ' "max_pieces": null, "unk_log_prob": -10}', "format"),
-    ('{"format": "attnspec-unigram", "version": 1, "pieces": [["a", "x"]], "boundary": "end",'
-     ' "sep": null, "max_pieces": null, "unk_log_prob": -10}', "pieces\\[0\\]"),
-    ('{"format": "attnspec-unigram", "version": 1, "pieces": [["a", -1], ["a", -2]],'
-     ' "boundary": "end", "sep": null, "max_pieces": null, "unk_log_prob": -10}', "duplicates"),
-    ('{"format": "attnspec-unigram", "version": 1, "pieces": [["a", -1]], "boundary": "middle",'
-     ' "sep": null, "max_pieces": null, "unk_log_prob": -10}', "boundary"),
-    ('{"format": "attnspec-unigram", "version": 1, "pieces": [["a", -1]], "boundary": "end",'
-     ' "sep": null, "max_pieces": 0, "unk_log_prob": -10}', "max_pieces"),
+    (_unigram_file(format="attnspec-bpe"), "format"),
+    (_unigram_file(pieces=[["a", "x"]]), "pieces\\[0\\]"),
+    (_unigram_file(pieces=[["a", -1], ["a", -2]]), "duplicates"),
+    (_unigram_file(boundary="middle"), "boundary"),
+    (_unigram_file(max_pieces=0), "max_pieces"),
 ])
 def test_load_rejects_malformed_files(tmp_path, content, what):
     path = tmp_path / "bad.json"
@@ -313,3 +315,18 @@ def test_flatten_words_layout_and_errors():
         swe.flatten_words("ab")
     with pytest.raises(TypeError, match="words"):
         swe.flatten_words(["a", 3])
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.text("abcé", min_size=1, max_size=8), min_size=1, max_size=12),
+       st.integers(0, 2**32 - 1), st.sampled_from(["forward-backward", "viterbi"]))
+def test_prune_likelihood_stays_finite_on_tiny_corpora(vocab, seed, em):
+    """A rare character keeps half a count in the M-step, so every word keeps a
+    segmentation: the EM log-likelihoods are finite and every log p is finite."""
+    rng = random.Random(seed)
+    wc = swe.count_words(" ".join(rng.choice(vocab) for _ in range(rng.randint(1, 80))))
+    size = len(swe.initial_pieces(wc)) + rng.randint(0, 30)
+    _, log_probs, history = swe.prune(wc, size, em=em, seed_size=rng.choice([None, 3, 20]),
+                                           em_iters=rng.choice([1, 3]), shrink=rng.choice([0.5, 0.9]))
+    assert all(math.isfinite(x) for x in history)
+    assert all(math.isfinite(x) for x in log_probs)

@@ -1023,7 +1023,7 @@ def _logaddexp(x, y):
 
 @njit(cache=True)
 def _word_edges(cps, lo, n, ck, node_piece, alive, max_len, e_i, e_j, e_p):
-    """The lattice of cps[lo:lo+n] as spec._edges builds it (an uncovered character:
+    """The lattice of cps[lo:lo+n] as spec.lattice builds it (an uncovered character:
     piece -1), ordered by (i, j); returns the edge count."""
     ne = 0
     for i in range(n):
@@ -1047,7 +1047,7 @@ def _word_edges(cps, lo, n, ck, node_piece, alive, max_len, e_i, e_j, e_p):
 
 @njit(cache=True)
 def _viterbi_edges(n, e_i, e_j, e_p, ne, lp, best, isset, back_e):
-    """spec._run (unconstrained) over edges ordered by (i, j): a push sweep visits the
+    """spec.best_path (unconstrained) over edges ordered by (i, j): a push sweep visits the
     candidates of each j by ascending i, as the pull sweep does."""
     for j in range(n + 1):
         isset[j] = False
@@ -1067,7 +1067,7 @@ def _viterbi_edges(n, e_i, e_j, e_p, ne, lp, best, isset, back_e):
 
 @njit(cache=True)
 def _lattice(cps, offsets, ck, node_piece, alive, max_len):
-    """Every word's lattice (spec._edges: edges by (i, j), an uncovered character as
+    """Every word's lattice (spec.lattice: edges by (i, j), an uncovered character as
     piece -1), concatenated: word w's edges are eoff[w] .. eoff[w+1]."""
     nw = offsets.shape[0] - 1
     maxn = 1
@@ -1185,18 +1185,21 @@ def _e_step(eoff, e_i, e_j, e_p, offsets, wcount, lp, viterbi, counts):
 
 @njit(cache=True)
 def _m_step(counts, alive, is_char, lp):
-    """Drop the non-characters with E[c] < 0.5; p = E[c] / sum (summed in id order)."""
+    """Drop the non-characters with E[c] < 0.5, raise characters to E[c] >= 0.5;
+    p = E[c] / sum (summed in id order), as spec.prune's M-step."""
     z = 0.0
     for k in range(counts.shape[0]):
         if alive[k] and not (is_char[k] or counts[k] >= 0.5):
             alive[k] = False
+        if is_char[k]:
+            counts[k] = max(counts[k], 0.5)
         if alive[k]:
             z += counts[k]
     n = 0
     for k in range(counts.shape[0]):
         if alive[k]:
             n += 1
-            lp[k] = math.log(counts[k] / z) if counts[k] > 0 else -np.inf
+            lp[k] = math.log(counts[k] / z)
     return n
 
 
