@@ -173,30 +173,28 @@ def job_unigram_train(a: dict) -> dict:
         t = time.perf_counter()
         run(texts, a["vocab"], a["out"])
         seconds = time.perf_counter() - t
-        sp = spm.SentencePieceProcessor(model_file=a["out"] + ".model")
-        pieces = [(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())
-                  if not (sp.is_unknown(i) or sp.is_control(i))]
-        model = {"pieces": pieces, "boundary": "start", "sep": None}
+        from spec.tokenize.swe import UnigramModel
+
+        # scored like ours: words split at any whitespace (sep=None)
+        model = UnigramModel.from_sentencepiece(
+            spm.SentencePieceProcessor(model_file=a["out"] + ".model"), sep=None)
     else:
         swe = _ours(a["impl"], "swe")
         swe.train(texts[:300], 300, method=a["method"])  # warm-up
         before = _rss_mb()
         t = time.perf_counter()
-        m = swe.train(texts, a["vocab"], method=a["method"])
+        model = swe.train(texts, a["vocab"], method=a["method"])
         seconds = time.perf_counter() - t
-        model = {"pieces": list(zip(m.pieces, m.log_probs)), "boundary": m.boundary, "sep": m.sep}
-    Path(a["out"] + ".json").write_text(json.dumps(model, ensure_ascii=False))
-    return {"seconds": seconds, "before_mb": before, "pieces": len(model["pieces"])}
+    model.save(a["out"] + ".json")
+    return {"seconds": seconds, "before_mb": before, "pieces": len(model.pieces)}
 
 
 def job_log_likelihood(a: dict) -> dict:
-    """Held-out log-likelihood per byte of a saved model, scored by the spec's UnigramModel."""
+    """Held-out log-likelihood of a saved model, scored by the spec's UnigramModel (an
+    uncovered character: min log p - 10, the default)."""
     from spec.tokenize.swe import UnigramModel
 
-    spec = json.loads(Path(a["model"]).read_text())
-    finite = [lp for _, lp in spec["pieces"] if lp > float("-inf")]
-    model = UnigramModel.from_pieces([(p, lp) for p, lp in spec["pieces"]], boundary=spec["boundary"],
-                                     sep=spec["sep"], unk_log_prob=min(finite) - 10)
+    model = UnigramModel.load(a["model"])
     with open(a["heldout"], encoding="utf-8") as f:
         text = f.read()
     ll = model.log_likelihood(text)

@@ -447,9 +447,7 @@ else:
         normalization_rule_name="identity", character_coverage=1.0, byte_fallback=False,
         num_threads=1, minloglevel=2)
     sp = spm.SentencePieceProcessor(model_proto=f.getvalue())
-    normal = [i for i in range(sp.get_piece_size()) if not (sp.is_control(i) or sp.is_unknown(i))]
-    sp_model = swe.UnigramModel.from_pieces(((sp.id_to_piece(i), sp.get_score(i)) for i in normal),
-                                            boundary="start", sep=" ")
+    sp_model = swe.UnigramModel.from_sentencepiece(sp)
     known = {c for s in sp_model.pieces for c in s}
     held = [ln for ln in held if set(ln.replace(" ", "")) <= known]
     same = [ln for ln in held if sp_model.segment(ln) == sp.encode_as_pieces(ln)]

@@ -218,18 +218,16 @@ def viterbi_ids(word_cps: Sequence[int], trie: PieceTrie,
     """:func:`viterbi` over a :class:`PieceTrie`: piece ids (``trie.unk_id`` for an
     uncovered character) and the log-probability, for a word given as code points.
 
-    This is the form the compiled segmenters compute (a "push" sweep: for i ascending,
-    walk the trie from w[i] and relax every piece end j), with the same ties.
+    The lattice comes from walking the trie from every start i, as the compiled
+    segmenters do (a "push" sweep: for i ascending, every piece w[i:j] found relaxes j),
+    so each end j receives its candidates in ascending i: the same edges, in the same
+    order, as :func:`lattice` builds from a dict, hence the same ties.
     """
     cps = [int(c) for c in word_cps]
     n = len(cps)
     k = _check_max_pieces(max_pieces)
-    if n == 0:
-        return [], 0.0
-    # out[i] = [(j, id, lp)] for the pieces starting at i, j ascending
-    out: list[list[tuple[int, int, float]]] = []
+    edges: list[list[tuple[int, int, float]]] = [[] for _ in range(n + 1)]
     for i in range(n):
-        row = []
         node = 0
         covered = False
         for j in range(i + 1, min(n, i + trie.max_len) + 1):
@@ -238,49 +236,11 @@ def viterbi_ids(word_cps: Sequence[int], trie: PieceTrie,
                 break
             pid = int(trie.node_piece_N[node])
             if pid >= 0:
-                row.append((j, pid, float(trie.log_prob_V[pid])))
+                edges[j].append((i, pid, float(trie.log_prob_V[pid])))
                 covered = covered or j == i + 1
-        if not covered:
-            row.insert(0, (i + 1, trie.unk_id, trie.unk_log_prob))
-        out.append(row)
-    layers = 1 if k is None else k
-    NEG = None
-    # best[h][j]; the unconstrained sweep is one layer that feeds itself
-    best = [[NEG] * (n + 1) for _ in range(layers + 1)]
-    back = [[None] * (n + 1) for _ in range(layers + 1)]
-    best[0][0] = 0.0
-    if k is None:
-        best[1][0] = 0.0
-    for h in range(1, layers + 1):
-        src = best[1] if k is None else best[h - 1]
-        for i in range(n):
-            if src[i] is None:
-                continue
-            for j, pid, lp in out[i]:
-                cand = src[i] + lp
-                if best[h][j] is None or cand > best[h][j]:
-                    best[h][j], back[h][j] = cand, (i, pid)
-    if k is None:
-        ids = []
-        j = n
-        while j > 0:
-            i, pid = back[1][j]
-            ids.append(pid)
-            j = i
-        return ids[::-1], best[1][n]
-    h_best = None
-    for h in range(1, k + 1):
-        if best[h][n] is not None and (h_best is None or best[h][n] > best[h_best][n]):
-            h_best = h
-    if h_best is None:
-        return [], -math.inf
-    ids = []
-    j, h = n, h_best
-    while h > 0:
-        i, pid = back[h][j]
-        ids.append(pid)
-        j, h = i, h - 1
-    return ids[::-1], best[h_best][n]
+        if not covered:  # an uncovered character
+            edges[i + 1].append((i, trie.unk_id, trie.unk_log_prob))
+    return best_path(edges, n, k)
 
 
 def _check_max_pieces(max_pieces) -> int | None:
@@ -427,6 +387,22 @@ class UnigramModel:
         pairs = [(s, lp) for s, lp in pieces_with_log_probs]
         return cls([s for s, _ in pairs], [lp for _, lp in pairs], **kwargs)
 
+    @classmethod
+    def from_sentencepiece(cls, processor, **kwargs) -> UnigramModel:
+        """A model from a loaded sentencepiece unigram model (a ``SentencePieceProcessor``,
+        used through its methods only: this module does not import sentencepiece): its
+        normal pieces and scores in id order (control and unknown pieces left out; the
+        unknown character is ours, scored as sentencepiece does), words split at spaces
+        with the "▁" word-start marker. This mirrors sentencepiece's segmentation for a
+        model trained with ``normalization_rule_name="identity"`` and no byte fallback,
+        on text without runs of spaces (sentencepiece's ``remove_extra_whitespaces``):
+        tests/spec/test_swe_sentencepiece.py shows it and the tie cases."""
+        normal = [i for i in range(processor.get_piece_size())
+                  if not (processor.is_control(i) or processor.is_unknown(i))]
+        options = {"boundary": "start", "sep": " ", **kwargs}
+        return cls.from_pieces(((processor.id_to_piece(i), processor.get_score(i)) for i in normal),
+                               **options)
+
     @property
     def vocab_size(self) -> int:
         """Number of ids: the pieces plus the unknown id."""
@@ -550,7 +526,8 @@ def _log_probs_from_counts(counts: Sequence[int]) -> list[float]:
 
 def best_path(edges, n: int, k: int | None) -> tuple[list[str], float]:
     """The Viterbi sweeps of :func:`viterbi` (both rules, module docstring) over a
-    :func:`lattice` of a word of n characters: (pieces, score)."""
+    :func:`lattice` of a word of n characters: (the pieces of the best path, as the
+    edges name them (strings, or ids in :func:`viterbi_ids`), its score)."""
     if n == 0:
         return [], 0.0
     if k is None:
