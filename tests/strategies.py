@@ -457,3 +457,13 @@ def with_softmax_edge_examples(test):
     for p in SOFTMAX_EDGE_PROBLEMS:
         test = example(problem=p)(test)
     return test
+
+
+# ------------------------------------------------------------------ tokenizers
+
+
+def word_tables(n_symbols: int, max_len: int, max_words: int):
+    """BPE word tables {word (tuple of int symbols): count}: few symbols, so that pairs
+    repeat, runs overlap ("aaaa", "abab") and equal counts (ties) are common."""
+    return st.dictionaries(st.lists(st.integers(0, n_symbols - 1), min_size=1, max_size=max_len).map(tuple),
+                           st.integers(1, 5), max_size=max_words)

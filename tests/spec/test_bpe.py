@@ -23,6 +23,7 @@ from spec.tokenize.bpe import (
     train,
     word_counts_of,
 )
+from tests.strategies import word_tables
 
 CORPUS = ("the cat sat on the mat. the rat ate the hat! 2024 was 1999+25, ok? "
           "naïve café — 日本語 テキスト 😀😀 emoji\n\tindent    spaces\n") * 20
@@ -107,13 +108,8 @@ def test_merge_word_left_to_right_non_overlapping():
 
 # ------------------------------------------------------------ learn_merges
 
-word_tables = st.dictionaries(
-    st.lists(st.integers(0, 4), min_size=1, max_size=9).map(tuple),
-    st.integers(1, 5), max_size=8)
-
-
 @settings(max_examples=300)
-@given(word_tables, st.integers(0, 30), st.integers(1, 4))
+@given(word_tables(5, 9, 8), st.integers(0, 30), st.integers(1, 4))
 @example({(0, 0, 0): 1}, 5, 1)
 @example({(0, 0, 0, 0): 1, (0, 0, 0): 2}, 5, 1)
 def test_learn_merges_equals_brute_force_recount(word_counts, num_merges, min_frequency):
