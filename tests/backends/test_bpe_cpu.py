@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from backends.cpu.tokenize import bpe as cpu
 from spec.tokenize import bpe as spec
+from tests.strategies import word_tables
 
 SPECIALS = ["<|endoftext|>", "<|end|>"]
 
@@ -43,13 +44,8 @@ def trained(corpus):
 
 # ------------------------------------------------------------------------ training
 
-word_tables = st.dictionaries(
-    st.lists(st.integers(0, 3), min_size=1, max_size=24).map(tuple),
-    st.integers(1, 5), max_size=12)
-
-
 @settings(max_examples=300)
-@given(word_tables, st.integers(0, 60), st.integers(1, 4))
+@given(word_tables(4, 24, 12), st.integers(0, 60), st.integers(1, 4))
 @example({(0, 0, 0): 1}, 5, 1)
 @example({(0, 0, 0, 0): 1, (0, 0, 0): 2}, 5, 1)
 @example({(0, 1, 0, 1, 0): 3, (1, 0, 1): 2}, 10, 1)
