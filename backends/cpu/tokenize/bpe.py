@@ -92,7 +92,19 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from backends.cpu.tokenize.pretokenize import _bounds_gpt2, _bounds_gpt4, class_table, split_utf8
+from backends.cpu.tokenize._intmap import (
+    MISSING,
+    map_get,
+    map_insert,
+    map_new,
+    map_reserve,
+)
+from backends.cpu.tokenize.pretokenize import (
+    _bounds_gpt2,
+    _bounds_gpt4,
+    class_table,
+    split_utf8,
+)
 from spec.tokenize import bpe as _spec
 from spec.tokenize.bpe import ID_OF_BYTE, BPETokenizer
 
@@ -102,16 +114,17 @@ __all__ = [
 
 #: Byte value -> token id (GPT-2 byte order), as an array for the kernels.
 _ID_OF_BYTE_U = np.array(ID_OF_BYTE, dtype=np.int32)
-#: Marks an empty slot in the hash tables.
+#: Marks an empty slot in the byte-string tables (word counts, encoder cache).
 _EMPTY = -1
 #: Pieces of at most this many bytes use the O(n²) min-rank scan; longer ones the heap.
 _SHORT_PIECE = 48
 #: A pair (left, right) of symbol ids (each < 2**31) packed into one int64 key; the
-#: keys order as the (left, right) tuples do, which is the tie-break of training.
+#: keys order as the (left, right) tuples do, which is the tie-break of training. Ids
+#: are >= 0, so keys are >= 0, as the int64 maps of :mod:`._intmap` require (their
+#: values, pair slots and merged ids, are >= 0 too).
 _SHIFT = 32
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
 # ------------------------------------------------------------------ hashing helpers
@@ -136,12 +149,6 @@ def _same_bytes(a_U8, alo, ahi, b_U8, blo, bhi):
         if a_U8[alo + k] != b_U8[blo + k]:
             return False
     return True
-
-
-@njit(cache=True, inline="always")
-def _hash_key(key, mask):
-    """Slot of an int64 pair key in a power-of-two table (Fibonacci hashing)."""
-    return np.int64((np.uint64(key) * _GOLDEN) >> np.uint64(29)) & mask
 
 
 # --------------------------------------------------------------------- word counting
@@ -390,40 +397,6 @@ def _grown(a, need):
     return b
 
 
-@njit(cache=True)
-def _table_find(t_key, t_slot, key):
-    """Slot of ``key`` in the open-addressing pair table, or -1."""
-    mask = t_key.size - 1
-    s = _hash_key(key, mask)
-    while True:
-        k = t_key[s]
-        if k == key:
-            return t_slot[s]
-        if k == _EMPTY:
-            return -1
-        s = (s + 1) & mask
-
-
-@njit(cache=True)
-def _table_insert(t_key, t_slot, key, slot):
-    mask = t_key.size - 1
-    s = _hash_key(key, mask)
-    while t_key[s] != _EMPTY:
-        s = (s + 1) & mask
-    t_key[s] = key
-    t_slot[s] = slot
-
-
-@njit(cache=True)
-def _table_rehash(t_key, t_slot, cap):
-    n_key = np.full(cap, _EMPTY, dtype=np.int64)
-    n_slot = np.empty(cap, dtype=np.int32)
-    for s in range(t_key.size):
-        if t_key[s] != _EMPTY:
-            _table_insert(n_key, n_slot, t_key[s], t_slot[s])
-    return n_key, n_slot
-
-
 @njit(cache=True, nogil=True)
 def _init_pairs(sym, offsets, count_W):
     """Initial pair table, pair counts, word lists and heap of all words."""
@@ -431,8 +404,7 @@ def _init_pairs(sym, offsets, count_W):
     guess = 1024
     while guess < 2 * min(sym.size, 1 << 20):
         guess *= 2
-    t_key = np.full(guess, _EMPTY, dtype=np.int64)
-    t_slot = np.empty(guess, dtype=np.int32)
+    t_map = map_new(guess // 2)  # pair key -> slot
     cap = guess // 2
     p_key = np.empty(cap, dtype=np.int64)
     p_count = np.zeros(cap, dtype=np.int64)
@@ -446,10 +418,9 @@ def _init_pairs(sym, offsets, count_W):
         c = count_W[w]
         for i in range(offsets[w], offsets[w + 1] - 1):
             key = (np.int64(sym[i]) << _SHIFT) | np.int64(sym[i + 1])
-            slot = _table_find(t_key, t_slot, key)
+            slot = map_get(t_map, key)
             if slot < 0:
-                if 2 * (n_slots + 1) > t_key.size:
-                    t_key, t_slot = _table_rehash(t_key, t_slot, 2 * t_key.size)
+                t_map = map_reserve(t_map, n_slots, 1)
                 if n_slots + 1 > p_key.size:
                     need = n_slots + 1
                     p_key = _grown(p_key, need)
@@ -458,7 +429,7 @@ def _init_pairs(sym, offsets, count_W):
                     p_last = _grown(p_last, need)
                 slot = n_slots
                 n_slots += 1
-                _table_insert(t_key, t_slot, key, slot)
+                map_insert(t_map, key, slot)
                 p_key[slot] = key
                 p_count[slot] = 0
                 p_head[slot] = -1
@@ -483,7 +454,7 @@ def _init_pairs(sym, offsets, count_W):
     meta[0] = n_slots
     meta[1] = n_entries
     meta[2] = n_heap
-    return (t_key, t_slot, p_key, p_count, p_head, p_last, e_word, e_next,
+    return (t_map, p_key, p_count, p_head, p_last, e_word, e_next,
             h_count, h_key, h_slot, meta)
 
 
@@ -492,7 +463,7 @@ def _merge_chunk(sym, offsets, length_W, count_W, stamp_W, state, merges_M2, r0,
                  first_id, min_frequency):
     """Learn merges r0 .. r1-1 (or fewer: returns the number learned in total, and
     state with the arrays that had to grow replaced)."""
-    (t_key, t_slot, p_key, p_count, p_head, p_last, e_word, e_next,
+    (t_map, p_key, p_count, p_head, p_last, e_word, e_next,
      h_count, h_key, h_slot, meta) = state
     n_slots, n_entries, n_heap = meta[0], meta[1], meta[2]
     mask32 = np.int64(0xFFFFFFFF)
@@ -540,8 +511,7 @@ def _merge_chunk(sym, offsets, length_W, count_W, stamp_W, state, merges_M2, r0,
                         p_count = _grown(p_count, need)
                         p_head = _grown(p_head, need)
                         p_last = _grown(p_last, need)
-                    if 2 * (n_slots + 2) > t_key.size:
-                        t_key, t_slot = _table_rehash(t_key, t_slot, 2 * t_key.size)
+                    t_map = map_reserve(t_map, n_slots, 2)
                     if n_entries + 2 > e_word.size:
                         e_word = _grown(e_word, n_entries + 2)
                         e_next = _grown(e_next, n_entries + 2)
@@ -553,22 +523,22 @@ def _merge_chunk(sym, offsets, length_W, count_W, stamp_W, state, merges_M2, r0,
                             if last_end != i - 1:  # (p, a) is gone (between two
                                 # occurrences it was (b, a), removed by the right side)
                                 old = (np.int64(sym[base + i - 1]) << _SHIFT) | np.int64(a)
-                                p_count[_table_find(t_key, t_slot, old)] -= cw
+                                p_count[map_get(t_map, old)] -= cw
                             new = (np.int64(sym[base + j - 1]) << _SHIFT) | np.int64(z)
                         else:
                             if i + 2 >= n:
                                 continue
                             nxt = sym[base + i + 2]
                             old = (np.int64(b) << _SHIFT) | np.int64(nxt)
-                            p_count[_table_find(t_key, t_slot, old)] -= cw
+                            p_count[map_get(t_map, old)] -= cw
                             if (nxt == a and i + 3 < n and sym[base + i + 3] == b):
                                 continue  # (z, z) is added by the next occurrence
                             new = (np.int64(z) << _SHIFT) | np.int64(nxt)
-                        slot = _table_find(t_key, t_slot, new)
+                        slot = map_get(t_map, new)
                         if slot < 0:
                             slot = n_slots
                             n_slots += 1
-                            _table_insert(t_key, t_slot, new, slot)
+                            map_insert(t_map, new, slot)
                             p_key[slot] = new
                             p_count[slot] = 0
                             p_head[slot] = -1
@@ -603,7 +573,7 @@ def _merge_chunk(sym, offsets, length_W, count_W, stamp_W, state, merges_M2, r0,
                                     p_key[slot], slot)
         r += 1
     meta[0], meta[1], meta[2] = n_slots, n_entries, n_heap
-    state = (t_key, t_slot, p_key, p_count, p_head, p_last, e_word, e_next,
+    state = (t_map, p_key, p_count, p_head, p_last, e_word, e_next,
              h_count, h_key, h_slot, meta)
     return r, state
 
@@ -616,42 +586,30 @@ _NO_MERGE = np.int32(2**31 - 1)
 
 @njit(cache=True, nogil=True)
 def _rank_table(merges_M2, first_id):
-    """Open-addressing table (left, right) -> merged id, load at most 1/4."""
-    cap = 1024
-    while cap < 4 * merges_M2.shape[0]:
-        cap *= 2
-    t_key = np.full(cap, _EMPTY, dtype=np.int64)
-    t_val = np.empty(cap, dtype=np.int32)
+    """Map (left, right) -> merged id (see :mod:`._intmap`), load at most 1/4."""
+    r_map = map_new(max(512, 2 * merges_M2.shape[0]))
     for r in range(merges_M2.shape[0]):
         key = (np.int64(merges_M2[r, 0]) << _SHIFT) | np.int64(merges_M2[r, 1])
-        _table_insert(t_key, t_val, key, np.int32(first_id + r))
-    return t_key, t_val
+        map_insert(r_map, key, first_id + r)
+    return r_map
 
 
 @njit(cache=True, inline="always")
-def _rank(t_key, t_val, left, right):
+def _rank(r_map, left, right):
     """Merged id of (left, right) (its rank + 256), or _NO_MERGE."""
-    key = (np.int64(left) << _SHIFT) | np.int64(right)
-    mask = t_key.size - 1
-    s = _hash_key(key, mask)
-    while True:
-        k = t_key[s]
-        if k == key:
-            return t_val[s]
-        if k == _EMPTY:
-            return _NO_MERGE
-        s = (s + 1) & mask
+    z = map_get(r_map, (np.int64(left) << _SHIFT) | np.int64(right))
+    return _NO_MERGE if z == MISSING else np.int32(z)
 
 
 @njit(cache=True)
-def _bpe_short(buf_U8, lo, hi, id_of_byte_U, t_key, t_val, ids, ranks, out, o):
+def _bpe_short(buf_U8, lo, hi, id_of_byte_U, r_map, ids, ranks, out, o):
     """BPE of one piece by repeated min-rank scans; writes the ids at out[o:], returns
     the end. The scan keeps the first (leftmost) of equal ranks."""
     n = hi - lo
     for i in range(n):
         ids[i] = id_of_byte_U[buf_U8[lo + i]]
     for i in range(n - 1):
-        ranks[i] = _rank(t_key, t_val, ids[i], ids[i + 1])
+        ranks[i] = _rank(r_map, ids[i], ids[i + 1])
     while n > 1:
         best = _NO_MERGE
         at = -1
@@ -668,9 +626,9 @@ def _bpe_short(buf_U8, lo, hi, id_of_byte_U, t_key, t_val, ids, ranks, out, o):
             ranks[i] = ranks[i + 1]
         n -= 1
         if at > 0:
-            ranks[at - 1] = _rank(t_key, t_val, ids[at - 1], ids[at])
+            ranks[at - 1] = _rank(r_map, ids[at - 1], ids[at])
         if at < n - 1:
-            ranks[at] = _rank(t_key, t_val, ids[at], ids[at + 1])
+            ranks[at] = _rank(r_map, ids[at], ids[at + 1])
     for i in range(n):
         out[o + i] = ids[i]
     return o + n
@@ -710,7 +668,7 @@ def _heap_pop_min(heap, n):
 
 
 @njit(cache=True)
-def _bpe_long(buf_U8, lo, hi, id_of_byte_U, t_key, t_val, out, o):
+def _bpe_long(buf_U8, lo, hi, id_of_byte_U, r_map, out, o):
     """BPE of one long piece: a linked list of symbols and a min-heap of
     (rank << 32 | position) entries; an entry is current when the pair now starting at
     its position has its rank (a rank names one pair), so ties go to the smallest
@@ -726,7 +684,7 @@ def _bpe_long(buf_U8, lo, hi, id_of_byte_U, t_key, t_val, out, o):
         prv[i] = i - 1
     h = 0
     for i in range(n - 1):
-        z = _rank(t_key, t_val, val[i], val[i + 1])
+        z = _rank(r_map, val[i], val[i + 1])
         if z != _NO_MERGE:
             h = _heap_push_min(heap, h, (np.int64(z) << _SHIFT) | i)
     mask32 = np.int64(0xFFFFFFFF)
@@ -738,7 +696,7 @@ def _bpe_long(buf_U8, lo, hi, id_of_byte_U, t_key, t_val, out, o):
         if val[i] < 0:
             continue
         j = nxt[i]
-        if j < 0 or _rank(t_key, t_val, val[i], val[j]) != z:
+        if j < 0 or _rank(r_map, val[i], val[j]) != z:
             continue
         val[i] = z
         val[j] = -1
@@ -746,12 +704,12 @@ def _bpe_long(buf_U8, lo, hi, id_of_byte_U, t_key, t_val, out, o):
         nxt[i] = k
         if k >= 0:
             prv[k] = i
-            z2 = _rank(t_key, t_val, z, val[k])
+            z2 = _rank(r_map, z, val[k])
             if z2 != _NO_MERGE:
                 h = _heap_push_min(heap, h, (np.int64(z2) << _SHIFT) | i)
         p = prv[i]
         if p >= 0:
-            z2 = _rank(t_key, t_val, val[p], z)
+            z2 = _rank(r_map, val[p], z)
             if z2 != _NO_MERGE:
                 h = _heap_push_min(heap, h, (np.int64(z2) << _SHIFT) | p)
     i = 0
@@ -763,7 +721,7 @@ def _bpe_long(buf_U8, lo, hi, id_of_byte_U, t_key, t_val, out, o):
 
 
 @njit(cache=True, nogil=True)
-def _encode_share(buf_U8, bounds_K, k0, k1, id_of_byte_U, t_key, t_val, out, end_K):
+def _encode_share(buf_U8, bounds_K, k0, k1, id_of_byte_U, r_map, out, end_K):
     """Encode pieces k0 .. k1-1 into out[bounds_K[k0]:] (a piece never has more ids
     than bytes); returns the end, and where each piece's ids end in end_K unless it is
     empty. Word cache: piece bytes -> the ids it got the first time, which stay in
@@ -814,9 +772,9 @@ def _encode_share(buf_U8, bounds_K, k0, k1, id_of_byte_U, t_key, t_val, out, end
                 end_K[k] = o
             continue
         if n <= _SHORT_PIECE:
-            end = _bpe_short(buf_U8, lo, hi, id_of_byte_U, t_key, t_val, ids, ranks, out, o)
+            end = _bpe_short(buf_U8, lo, hi, id_of_byte_U, r_map, ids, ranks, out, o)
         else:
-            end = _bpe_long(buf_U8, lo, hi, id_of_byte_U, t_key, t_val, out, o)
+            end = _bpe_long(buf_U8, lo, hi, id_of_byte_U, r_map, out, o)
         c_table[s] = n_cached
         c_hash[n_cached] = h
         c_piece[n_cached] = k
@@ -843,15 +801,15 @@ def _encode_share(buf_U8, bounds_K, k0, k1, id_of_byte_U, t_key, t_val, out, end
 
 
 @njit(cache=True, parallel=True, nogil=True)
-def _encode_shares(buf_U8, bounds_K, id_of_byte_U, t_key, t_val, share_K1, out, ends, end_K):
+def _encode_shares(buf_U8, bounds_K, id_of_byte_U, r_map, share_K1, out, ends, end_K):
     # shares: pieces share_K1[t] .. share_K1[t + 1] - 1
     for t in prange(share_K1.size - 1):
         ends[t] = _encode_share(buf_U8, bounds_K, share_K1[t], share_K1[t + 1],
-                                id_of_byte_U, t_key, t_val, out, end_K)
+                                id_of_byte_U, r_map, out, end_K)
 
 
 @njit(cache=True, nogil=True)
-def _encode_text(buf_U8, table, gpt4, id_of_byte_U, t_key, t_val):
+def _encode_text(buf_U8, table, gpt4, id_of_byte_U, r_map):
     """Pre-tokenize and encode one text in one call, one thread (int32 ids): the
     path for one thread and for short texts, where the fixed cost per call counts."""
     bounds_K = np.empty(buf_U8.size + 1, dtype=np.int64)
@@ -860,12 +818,12 @@ def _encode_text(buf_U8, table, gpt4, id_of_byte_U, t_key, t_val):
     else:
         k = _bounds_gpt2(buf_U8, table, bounds_K)
     out = np.empty(buf_U8.size, dtype=np.int32)
-    end = _encode_share(buf_U8, bounds_K, 0, k - 1, id_of_byte_U, t_key, t_val, out,
+    end = _encode_share(buf_U8, bounds_K, 0, k - 1, id_of_byte_U, r_map, out,
                         np.empty(0, dtype=np.int64))
     return out[:end]
 
 
-def _encode_pieces(buf_U8, bounds_K, id_of_byte_U, t_key, t_val, n_shares, share_K1=None,
+def _encode_pieces(buf_U8, bounds_K, id_of_byte_U, r_map, n_shares, share_K1=None,
                    end_K=None):
     """Ids (int32) of all pieces, ``n_shares`` contiguous shares of pieces in parallel
     (or the shares given as piece ranges share_K1). Returns (ids, where each share's
@@ -877,7 +835,7 @@ def _encode_pieces(buf_U8, bounds_K, id_of_byte_U, t_key, t_val, n_shares, share
         end_K = np.empty(0, dtype=np.int64)
     out = np.empty(buf_U8.size, dtype=np.int32)
     ends = np.empty(share_K1.size - 1, dtype=np.int64)
-    _encode_shares(buf_U8, bounds_K, id_of_byte_U, t_key, t_val, share_K1, out, ends, end_K)
+    _encode_shares(buf_U8, bounds_K, id_of_byte_U, r_map, share_K1, out, ends, end_K)
     return out, ends
 
 
@@ -927,6 +885,12 @@ def _count_batch(encoded, pattern, n_threads):
     return buf[idx], new_bounds, counts
 
 
+def _special_finder(specials):
+    """A compiled pattern that finds whether a text holds any of ``specials`` (None when
+    there are none): texts without one skip :func:`spec.tokenize.bpe.split_specials`."""
+    return re.compile("|".join(map(re.escape, specials))) if specials else None
+
+
 def count_words(texts, *, special_tokens=(), pattern="gpt2"):
     """Distinct pre-tokenized words of ``texts`` and their counts, as arrays.
 
@@ -950,8 +914,7 @@ def count_words(texts, *, special_tokens=(), pattern="gpt2"):
     parts = []  # (bytes, bounds, counts) of distinct words, per batch
     encoded: list[bytes] = []
     held = 0
-    finder = (re.compile("|".join(map(re.escape, sorted(specials, key=len, reverse=True))))
-              if specials else None)
+    finder = _special_finder(specials)
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise TypeError(f"texts: item {i} is a {type(text).__name__}, expected a str")
@@ -1048,7 +1011,7 @@ class _Tables:
 
     def __init__(self, tok: BPETokenizer):
         merges_M2 = np.array(tok.merges, dtype=np.int32).reshape(-1, 2)
-        self.t_key, self.t_val = _rank_table(merges_M2, 256)
+        self.r_map = _rank_table(merges_M2, 256)
         n = 256 + len(tok.merges) + len(tok.special_tokens)
         # canonical id -> reported id (None: the same)
         self.external = None if tok.ids is None else np.array(tok.ids, dtype=np.int64)
@@ -1090,11 +1053,11 @@ def encode(tokenizer: BPETokenizer, text: str, *, allowed_special="all") -> np.n
             buf = np.frombuffer(bytearray(segment.encode("utf-8", "surrogatepass")),
                                 dtype=np.uint8)
             chunks.append(_encode_text(buf, class_table(), tokenizer.pattern == "gpt4",
-                                       _ID_OF_BYTE_U, tables.t_key, tables.t_val))
+                                       _ID_OF_BYTE_U, tables.r_map))
         else:
             buf, bounds = split_utf8(segment, tokenizer.pattern)
-            out, ends = _encode_pieces(buf, bounds, _ID_OF_BYTE_U, tables.t_key,
-                                       tables.t_val, n_threads)
+            out, ends = _encode_pieces(buf, bounds, _ID_OF_BYTE_U, tables.r_map,
+                                       n_threads)
             n = bounds.size - 1
             chunks.extend(out[bounds[n * t // n_threads]:ends[t]] for t in range(n_threads))
     if not chunks:
@@ -1124,8 +1087,7 @@ def encode_batch(tokenizer: BPETokenizer, texts, *, allowed_special="all") -> li
     texts = list(texts)
     allowed = tokenizer._allowed(allowed_special)
     tables = _tables(tokenizer)
-    finder = (re.compile("|".join(map(re.escape, sorted(allowed, key=len, reverse=True))))
-              if allowed else None)
+    finder = _special_finder(allowed)
     results: list = [None] * len(texts)
     plain: list[int] = []
     encoded: list[bytes] = []
@@ -1155,7 +1117,7 @@ def encode_batch(tokenizer: BPETokenizer, texts, *, allowed_special="all") -> li
     n_shares = n_threads if bounds.size > 4096 else 1
     share_K1 = first_T1[[len(plain) * t // n_shares for t in range(n_shares + 1)]]
     end_K = np.empty(bounds.size - 1, dtype=np.int64)
-    out, _ = _encode_pieces(buf, bounds, _ID_OF_BYTE_U, tables.t_key, tables.t_val,
+    out, _ = _encode_pieces(buf, bounds, _ID_OF_BYTE_U, tables.r_map,
                             n_shares, share_K1, end_K)
     # where each piece's ids start: after the previous piece, or at its share's start
     begin_K = np.empty(bounds.size, dtype=np.int64)
