@@ -203,6 +203,8 @@ def tour_rows(*, small: bool, dtype=np.float32, repeats: int = 3) -> list[TourRo
 
     rows = []
     for op in registry.ops():
+        if op.startswith("tokenize."):
+            continue  # discrete results: tokenize_rows
         for e in registry.entries(op):
             backend = e.name.split("/", 1)[1]
             skip = _why_not_run(e, dtype)
@@ -226,18 +228,6 @@ def tour_rows(*, small: bool, dtype=np.float32, repeats: int = 3) -> list[TourRo
 # ------------------------------------------------------------ tour: tokenization
 
 
-def _cpu_segmenter(model):
-    """text -> piece ids with backends.cpu.tokenize.swe's batched Viterbi, on the spec model's trie."""
-    from backends.cpu.tokenize import swe as cswe
-    from spec.tokenize.swe import flatten_words
-
-    def encode(text):
-        cps, offsets = flatten_words(model.words(text))
-        ids, count, _ = cswe.segment_batch(cps, offsets, model.trie, model.max_pieces)
-        return [int(i) for b in range(len(count)) for i in ids[offsets[b]:offsets[b] + count[b]]]
-    return encode
-
-
 def _discrete_row(op, backend, out, want, seconds, spec_s, note="") -> TourRow:
     """A tour row of a discrete result: max err = the number of differing items (merges,
     ids or pieces, a length difference counting as items); within = identical."""
@@ -245,59 +235,77 @@ def _discrete_row(op, backend, out, want, seconds, spec_s, note="") -> TourRow:
     return TourRow(op, backend, float(differ), differ == 0, seconds, spec_s / seconds, note)
 
 
-def tokenize_rows(*, small: bool) -> list[TourRow]:
-    """BPE training and encoding, SWE training and segmentation on the standard library's
-    sources, spec and cpu (Numba): merges, ids, pieces must be identical ("in tol" = equal).
+def _segmentations(seg, offsets_W1) -> list[tuple[tuple[int, ...], bytes]]:
+    """Per word (piece ids, score's float64 bytes) of a Segmentation: equal lists mean
+    equal ids and scores equal bit for bit."""
+    n = np.asarray(seg.n_pieces_W)
+    pieces, score = np.asarray(seg.pieces_P), np.asarray(seg.score_W, dtype=np.float64)
+    return [(tuple(pieces[offsets_W1[w]:offsets_W1[w] + n[w]].tolist()), score[w].tobytes())
+            for w in range(n.size)]
 
-    Training is timed once (it is seconds, not milliseconds); encoding and segmentation
-    are timed as the other rows. Segmentation uses the spec's trained SWE model.
+
+def tokenize_rows(*, small: bool) -> list[TourRow]:
+    """Every registered ``tokenize.*`` entry, and BPE encoding, on the standard library's
+    sources: merges, ids, pieces and scores must equal the spec's ("in tol" = identical).
+
+    Training is timed once (it is seconds, not milliseconds; the compiled trainers are
+    run once before, to compile or load Numba's cache); the other rows as the attention
+    rows. CUDA runs on the emulator where there is no GPU (its time means nothing).
     """
     from backends.corpus import stdlib_text
     from backends.cpu.tokenize import bpe as cbpe
-    from backends.cpu.tokenize import swe as cswe
     from spec.tokenize import bpe as sbpe
     from spec.tokenize import swe as sswe
 
     n_bytes, vocab = (100_000, 512) if small else (1_000_000, 2048)
     text = stdlib_text(n_bytes)
-    where = f"{n_bytes // 1000} kB of the stdlib, vocab {vocab}"
+    emulated = "emulator" if _cuda_engine() == "emulator" else ""
     rows = []
 
-    t0 = time.perf_counter()
-    spec_tok = sbpe.train(text, vocab)
-    spec_train_s = time.perf_counter() - t0
-    rows.append(_discrete_row("tokenize.bpe_train", "spec", spec_tok.merges, spec_tok.merges,
-                              spec_train_s, spec_train_s, where))
-    cbpe.train(text, 300)  # compile or load Numba's cache first (every path this size takes)
-    t0 = time.perf_counter()
-    cpu_tok = cbpe.train(text, vocab)
-    s = time.perf_counter() - t0
-    rows.append(_discrete_row("tokenize.bpe_train", "cpu", cpu_tok.merges, spec_tok.merges, s, spec_train_s))
+    def trained(op, corpus, size, key, warm_size, note):
+        """Rows of one training op; returns the spec's model."""
+        want = spec_s = None
+        for e in registry.entries(op):
+            train = e.load()
+            if e.backend != "spec":
+                train(corpus, warm_size)
+            t0 = time.perf_counter()
+            model = train(corpus, size)
+            seconds = time.perf_counter() - t0
+            if want is None:
+                want, spec_s, spec_model = key(model), seconds, model
+            rows.append(_discrete_row(op, e.backend, key(model), want, seconds, spec_s,
+                                      note if e.backend == "spec" else ""))
+        return spec_model
 
+    def applied(op, args, key, note=""):
+        """Rows of an op applied to the same inputs by every backend."""
+        want = spec_s = None
+        for e in registry.entries(op):
+            out, seconds = _timed(functools.partial(e.load(), *args), 3)
+            if want is None:
+                want, spec_s = key(out), seconds
+            rows.append(_discrete_row(op, e.backend, key(out), want, seconds, spec_s,
+                                      note if e.backend == "spec" else emulated if e.backend == "cuda" else ""))
+
+    tok = trained("tokenize.bpe_train", text, vocab, lambda t: t.merges, 300,
+                  f"{n_bytes // 1000} kB of the stdlib, vocab {vocab}")
     sample = text[: n_bytes // 2]
-    spec_ids, spec_s = _timed(lambda: spec_tok.encode(sample), 1)
+    spec_ids, spec_s = _timed(lambda: tok.encode(sample), 1)
     rows.append(_discrete_row("tokenize.bpe_encode", "spec", spec_ids, spec_ids, spec_s, spec_s))
-    ids, s = _timed(functools.partial(cbpe.encode, spec_tok, sample), 3)
+    ids, s = _timed(functools.partial(cbpe.encode, tok, sample), 3)
     rows.append(_discrete_row("tokenize.bpe_encode", "cpu", ids.tolist(), spec_ids, s, spec_s))
+    words = sbpe.word_counts_of(text[: n_bytes // 5])
+    applied("tokenize.pair_counts", (words,), lambda d: list(d.items()), f"{len(words)} words")
 
     # SWE: the paper's growth on a smaller slice (the spec's trainer recounts every step)
     swe_text = text[: n_bytes // 4]
     swe_vocab = len(sswe.initial_pieces(sswe.count_words(swe_text))) + (100 if small else 300)
-    t0 = time.perf_counter()
-    model = sswe.train(swe_text, swe_vocab)
-    spec_train_s = time.perf_counter() - t0
-    rows.append(_discrete_row("tokenize.swe_train", "spec", model.pieces, model.pieces,
-                              spec_train_s, spec_train_s, f"{len(swe_text) // 1000} kB, vocab {swe_vocab}"))
-    cswe.train(swe_text, swe_vocab - 50)  # compile or load Numba's cache first
-    t0 = time.perf_counter()
-    cpu_model = cswe.train(swe_text, swe_vocab)
-    s = time.perf_counter() - t0
-    rows.append(_discrete_row("tokenize.swe_train", "cpu", cpu_model.pieces, model.pieces, s, spec_train_s))
-    seg_text = text[: n_bytes // 10]
-    spec_pieces, spec_s = _timed(lambda: model.encode(seg_text), 1)
-    rows.append(_discrete_row("tokenize.swe_segment", "spec", spec_pieces, spec_pieces, spec_s, spec_s))
-    pieces, s = _timed(functools.partial(_cpu_segmenter(model), seg_text), 3)  # piece ids
-    rows.append(_discrete_row("tokenize.swe_segment", "cpu", list(pieces), spec_pieces, s, spec_s))
+    model = trained("tokenize.swe_train", swe_text, swe_vocab, lambda m: list(zip(m.pieces, m.log_probs)),
+                    swe_vocab - 50, f"{len(swe_text) // 1000} kB, vocab {swe_vocab}")
+    cps, offsets = sswe.flatten_words(model.words(text[: n_bytes // 10]))
+    applied("tokenize.segment_batch", (cps, offsets, model.trie),
+            functools.partial(_segmentations, offsets_W1=offsets), f"{offsets.size - 1} words")
     return rows
 
 

@@ -38,7 +38,9 @@ class Entry:
     spec_target: str
     """``"module:function"`` of the spec function it mirrors (same signature)."""
     dtypes: tuple[np.dtype, ...]
-    """Input dtypes it accepts; others raise TypeError."""
+    """Input dtypes it accepts; others raise TypeError. Empty for the ``tokenize.*`` ops:
+    their inputs are text, word tables or int32 code points, and their results are
+    discrete (compared for equality, not within a tolerance)."""
     gpu_only: bool = False
     """Runs only on a GPU (tensor cores): the emulator cannot run it, so its tests need one."""
     head_dims: tuple[int, ...] | None = None
@@ -73,6 +75,7 @@ _SOFTMAX_SPEC = "spec.attention.softmax:softmax"
 _VARLEN_SPEC = "spec.attention.varlen:flash_varlen_forward"
 _ROPE_SPEC = "spec.position.rope:rope_qk"
 _SPARSE = "spec.attention.block_sparse"
+_BPE, _SWE = "spec.tokenize.bpe", "spec.tokenize.swe"
 _PRFLASH = "spec.attention.prflash"
 
 _ENTRIES: tuple[Entry, ...] = (
@@ -124,6 +127,17 @@ _ENTRIES: tuple[Entry, ...] = (
         for backend, dtypes in (("cpu", (F32, F64)), ("cuda", (F32,)))
         for module, spec in (("block_sparse", _SPARSE), ("prflash", _PRFLASH))
         for fn in ("forward", "backward")
+    ),
+    *(
+        Entry(f"tokenize.{op}", backend, None, target, f"{spec}:{fn}", ())
+        for op, spec, fn, targets in (
+            ("bpe_train", _BPE, "train", {"cpu": "backends.cpu.tokenize.bpe:train"}),
+            ("pair_counts", _BPE, "pair_counts", {"cuda": "backends.cuda.tokenize:pair_counts"}),
+            ("swe_train", _SWE, "train", {"cpu": "backends.cpu.tokenize.swe:train"}),
+            ("segment_batch", _SWE, "segment_batch", {"cpu": "backends.cpu.tokenize.swe:segment_batch",
+                                                      "cuda": "backends.cuda.tokenize:segment_batch"}),
+        )
+        for backend, target in {"spec": f"{spec}:{fn}", **targets}.items()
     ),
 )
 

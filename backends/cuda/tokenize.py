@@ -7,11 +7,11 @@ Mirrors
   counted. :func:`pair_counts` has the spec's signature and returns the spec's dict;
   :func:`pair_counts_arrays` takes the flat arrays (symbols, int64 offsets, int64 counts)
   and returns :class:`PairCounts`, the same histogram as sorted arrays.
-* :func:`spec.tokenize.swe.viterbi_ids` (:func:`spec.tokenize.swe.viterbi` over a piece
-  trie, with piece ids) over many words at once: :func:`segment` takes words
+* :func:`spec.tokenize.swe.segment_batch` (:func:`spec.tokenize.swe.viterbi_ids` per
+  word) over many words at once: :func:`segment_batch` takes words
   as flat int32 code points with int64 offsets and a
   :class:`spec.tokenize.swe.PieceTrie`, and returns per word the score, the number of
-  pieces and the piece ids (:class:`Segmentation`); ``max_pieces=None`` is the
+  pieces and the piece ids (:class:`spec.tokenize.swe.Segmentation`); ``max_pieces=None`` is the
   unconstrained (sentencepiece) rule, ``max_pieces=k`` the k-hop rule.
 
 Exactness: counts are integer sums (64-bit atomics), equal to the spec's whatever the
@@ -46,9 +46,9 @@ import numpy as np
 from backends.cuda import _launch, _timing
 from backends.cuda._launch import KernelConfig
 from spec.tokenize.bpe import flatten_word_counts
-from spec.tokenize.swe import PieceTrie, flatten_words
+from spec.tokenize.swe import PieceTrie, Segmentation, flatten_words
 
-SPEC = ("spec.tokenize.bpe:pair_counts", "spec.tokenize.swe:viterbi_ids")
+SPEC = ("spec.tokenize.bpe:pair_counts", "spec.tokenize.swe:segment_batch")
 """The spec functions this family mirrors."""
 SOURCE = "tokenize.cu"
 
@@ -196,19 +196,6 @@ def pair_counts(word_counts: Mapping[tuple[int, ...], int], *, version: str = "v
 # ------------------------------------------------------------------ segmentation
 
 
-class Segmentation(NamedTuple):
-    """Best segmentations of a batch of words (:func:`segment`)."""
-
-    score_W: np.ndarray
-    """float64 (W,): the log-probability of each word's segmentation (0.0 for an empty
-    word, -inf where no segmentation into at most max_pieces pieces exists)."""
-    n_pieces_W: np.ndarray
-    """int32 (W,): the number of pieces h_w (0 for the empty word and for -inf above)."""
-    pieces_P: np.ndarray
-    """int32 (P,): word w's piece ids in order at ``pieces_P[offsets_W1[w]:][:h_w]`` (a
-    word of n code points has at most n pieces); the slots after them are unspecified."""
-
-
 def _check_trie(trie) -> None:
     if not isinstance(trie, PieceTrie):
         raise TypeError(f"trie: expected a spec.tokenize.swe.PieceTrie, got {type(trie).__name__}")
@@ -265,9 +252,10 @@ def scratch_offsets(offsets_W1: np.ndarray, max_pieces: int | None) -> np.ndarra
     return out
 
 
-def segment(cps_P, offsets_W1, trie, max_pieces: int | None = None, *,
-            version: str = "v1") -> Segmentation:
-    """Best segmentation of every word, as :func:`spec.tokenize.swe.viterbi_ids` per word.
+def segment_batch(cps_P, offsets_W1, trie, max_pieces: int | None = None, *,
+                  version: str = "v1") -> Segmentation:
+    """:func:`spec.tokenize.swe.segment_batch` on CUDA: the best segmentation of every
+    word, as :func:`spec.tokenize.swe.viterbi_ids` per word.
 
     ``cps_P`` int32 (P,): the code points of all words, word w being
     ``cps_P[offsets_W1[w]:offsets_W1[w + 1]]``; ``offsets_W1`` int64 (W + 1,), from 0 to P,
@@ -326,7 +314,7 @@ def segment_words(words: Sequence[str], trie, max_pieces: int | None = None, *,
     """:func:`segment` of a list of words, as ``[viterbi_ids(word, trie, max_pieces)]``:
     per word its piece ids and score."""
     cps, offsets = flatten_words(words)
-    seg = segment(cps, offsets, trie, max_pieces, version=version)
+    seg = segment_batch(cps, offsets, trie, max_pieces, version=version)
     return unflatten(seg, offsets)
 
 

@@ -243,6 +243,58 @@ def viterbi_ids(word_cps: Sequence[int], trie: PieceTrie,
     return best_path(edges, n, k)
 
 
+class Segmentation(NamedTuple):
+    """The best segmentations of a batch of words (:func:`segment_batch`)."""
+
+    score_W: np.ndarray
+    """float64 (W,): each word's log-probability (0.0 for the empty word, -inf where no
+    segmentation into at most max_pieces pieces exists)."""
+    n_pieces_W: np.ndarray
+    """int32 (W,): the number of pieces h_w (0 for the empty word and for -inf above)."""
+    pieces_P: np.ndarray
+    """int32 (P,): word w's piece ids in order at ``pieces_P[offsets_W1[w]:][:h_w]`` (a
+    word of n code points has at most n pieces); the slots after them are unspecified."""
+
+
+def check_words(cps_P, offsets_W1) -> None:
+    """Checks of a flat batch of words (:func:`flatten_words`): ``cps_P`` a 1-D int32
+    NumPy array of code points (0..0x10FFFF), ``offsets_W1`` 1-D int64 from 0 to P,
+    non-decreasing."""
+    for name, x, dtype in (("cps_P", cps_P, np.int32), ("offsets_W1", offsets_W1, np.int64)):
+        if not isinstance(x, np.ndarray) or x.dtype != dtype or x.ndim != 1:
+            got = f"{x.dtype} array of shape {x.shape}" if isinstance(x, np.ndarray) else type(x).__name__
+            raise TypeError(f"{name}: expected a 1-D {np.dtype(dtype)} NumPy array, got {got}")
+    if offsets_W1.size < 1 or offsets_W1[0] != 0 or offsets_W1[-1] != cps_P.size or np.any(np.diff(offsets_W1) < 0):
+        raise ValueError(f"offsets_W1: expected non-decreasing offsets from 0 to len(cps_P) = {cps_P.size}, "
+                         f"got {offsets_W1[:3].tolist()}...{offsets_W1[-3:].tolist()}")
+    if cps_P.size and (cps_P.min() < 0 or cps_P.max() > 0x10FFFF):
+        raise ValueError("cps_P: expected code points in [0, 0x10FFFF]")
+
+
+def segment_batch(cps_P: np.ndarray, offsets_W1: np.ndarray, trie: PieceTrie,
+                  max_pieces: int | None = None) -> Segmentation:
+    """:func:`viterbi_ids` of every word of a flat batch (:func:`flatten_words`): the
+    form the compiled segmenters (Numba, CUDA) take and return.
+
+    Shapes: cps_P int32 (P,), offsets_W1 int64 (W + 1,); returns :class:`Segmentation`
+    (here the unused slots of ``pieces_P`` are -1).
+    Numerics: as :func:`viterbi_ids`, word by word.
+    """
+    check_words(cps_P, offsets_W1)
+    if not isinstance(trie, PieceTrie):
+        raise TypeError(f"trie: expected a PieceTrie, got {type(trie).__name__}")
+    W = offsets_W1.size - 1
+    score_W = np.zeros(W, dtype=np.float64)
+    n_pieces_W = np.zeros(W, dtype=np.int32)
+    pieces_P = np.full(cps_P.size, -1, dtype=np.int32)
+    for w in range(W):
+        lo, hi = int(offsets_W1[w]), int(offsets_W1[w + 1])
+        ids, score_W[w] = viterbi_ids(cps_P[lo:hi], trie, max_pieces)
+        n_pieces_W[w] = len(ids)
+        pieces_P[lo:lo + len(ids)] = ids
+    return Segmentation(score_W, n_pieces_W, pieces_P)
+
+
 def _check_max_pieces(max_pieces) -> int | None:
     if max_pieces is None:
         return None
@@ -584,6 +636,21 @@ def _check_train_args(vocab_size, method, progress):
         raise TypeError(f"progress: expected a callable(done, total) or None, got {type(progress).__name__}")
 
 
+def check_corpus(word_counts: Mapping[str, int]) -> None:
+    """ValueError for a corpus without words (empty or whitespace-only text): there is
+    nothing to estimate a unigram model from."""
+    if not word_counts:
+        raise ValueError("texts: no words to train on (the text is empty or only whitespace)")
+
+
+def grown_log_probs(counts: Sequence[int]) -> list[float]:
+    """The final log-probabilities of a "grow" vocabulary: log(c/N) of the final
+    segmentation counts, and log(0.5/N), half a count, for a piece whose count is 0 (a
+    character or piece merged away everywhere), so held-out text can still use it."""
+    n = sum(counts)
+    return [math.log((c if c > 0 else 0.5) / n) for c in counts]
+
+
 def initial_pieces(word_counts: Mapping[str, int]) -> list[str]:
     """The BPE-like initial vocabulary: every character of the words (the marker
     included), in ascending code point order (ids 0..)."""
@@ -827,10 +894,9 @@ def train(texts, vocab_size: int, *, method: str = "grow", boundary: str = "end"
           **options) -> UnigramModel:
     """Train a unigram model on ``texts`` (a str or an iterable of str).
 
-    Math: words by :func:`split_words`; ``method="grow"``: :func:`grow` (SWE, the
-    paper's reading), log p(s) = log(c(s)/N) of the final segmentation, and for a piece
-    whose final count is 0 (a character or piece merged away everywhere)
-    log(0.5 / N), half a count, so held-out text can still use it; ``method="prune"``:
+    Math: words by :func:`split_words` (ValueError when there are none);
+    ``method="grow"``: :func:`grow` (SWE, the paper's reading) with
+    :func:`grown_log_probs`; ``method="prune"``:
     :func:`prune` (unigram LM, sentencepiece's method; ``options`` go to it).
     ``max_pieces`` is stored in the model and bounds the segmentation at encode time;
     training segments without it (the alternative, constraining training too, is not
@@ -840,12 +906,12 @@ def train(texts, vocab_size: int, *, method: str = "grow", boundary: str = "end"
     """
     _check_train_args(vocab_size, method, progress)
     word_counts = count_words(texts, boundary=boundary, sep=sep)
+    check_corpus(word_counts)
     if method == "grow":
         if options:
             raise TypeError(f"options: method='grow' takes none, got {sorted(options)}")
         pieces, counts, _ = grow(word_counts, int(vocab_size), progress=progress)
-        n = sum(counts)
-        log_probs = [math.log((c if c > 0 else 0.5) / n) for c in counts]
+        log_probs = grown_log_probs(counts)
     else:
         pieces, log_probs, _ = prune(word_counts, int(vocab_size), progress=progress, **options)
     return UnigramModel(pieces, log_probs, boundary=boundary, sep=sep, max_pieces=max_pieces)

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from backends.cuda import _launch
 from backends.cuda import tokenize as launcher
-from backends.cuda.tokenize import pair_counts, pair_counts_arrays, segment, segment_words
+from backends.cuda.tokenize import pair_counts, pair_counts_arrays, segment_batch, segment_words
 from spec.tokenize.bpe import flatten_word_counts
 from spec.tokenize.bpe import pair_counts as spec_pair_counts
 from spec.tokenize.swe import flatten_words, piece_trie, viterbi_ids
@@ -176,7 +176,7 @@ def test_segment_over_several_blocks_and_long_words():
 def test_segment_outputs_in_array_form():
     trie = _trie({"a": -1.0, "ab": -1.5, "b": -2.0}, unk_id=9)
     cps, offsets = flatten_words(["ab", "", "bza"])
-    out = segment(cps, offsets, trie)
+    out = segment_batch(cps, offsets, trie)
     np.testing.assert_array_equal(out.n_pieces_W, [1, 0, 3])
     assert out.score_W.dtype == np.float64 and out.score_W[1] == 0.0
     assert out.pieces_P.shape == cps.shape and out.pieces_P.dtype == np.int32
@@ -185,7 +185,7 @@ def test_segment_outputs_in_array_form():
 
 def test_segment_of_an_empty_batch():
     trie = _trie({"a": -1.0})
-    out = segment(np.zeros(0, np.int32), np.zeros(1, np.int64), trie, 3)
+    out = segment_batch(np.zeros(0, np.int32), np.zeros(1, np.int64), trie, 3)
     assert out.score_W.shape == out.n_pieces_W.shape == out.pieces_P.shape == (0,)
     assert segment_words([], trie) == []
 
@@ -208,17 +208,17 @@ def test_segment_bad_inputs_name_the_argument(index, value, error, name):
     args = _seg_args()
     args[index] = value
     with pytest.raises(error, match=name):
-        segment(*args)
+        segment_batch(*args)
 
 
 def test_segment_rejects_a_damaged_trie():
     trie = _trie({"a": -1.0, "b": -1.0})
     with pytest.raises(TypeError, match="trie.edge_char"):
-        segment(*_seg_args()[:2], trie._replace(edge_char=trie.edge_char.astype(np.int64)))
+        segment_batch(*_seg_args()[:2], trie._replace(edge_char=trie.edge_char.astype(np.int64)))
     with pytest.raises(ValueError, match="trie.log_prob_V"):
-        segment(*_seg_args()[:2], trie._replace(log_prob_V=np.array([np.nan, -1.0])))
+        segment_batch(*_seg_args()[:2], trie._replace(log_prob_V=np.array([np.nan, -1.0])))
     with pytest.raises(ValueError, match="trie.edge_node"):
-        segment(*_seg_args()[:2], trie._replace(edge_node=np.array([0, 7], np.int32)))
+        segment_batch(*_seg_args()[:2], trie._replace(edge_node=np.array([0, 7], np.int32)))
 
 
 def test_main_validates_on_this_engine(capsys):

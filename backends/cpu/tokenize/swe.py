@@ -16,7 +16,8 @@ Mirrors :mod:`spec.tokenize.swe`:
     pair first appears in it; stale links are skipped when the list is read, and each
     list is read once, when its pair is chosen). Each word position remembers its pair
     id, and pairs, trie children and word ids live in open-addressing hash maps over
-    flat arrays (no typed containers).
+    flat arrays (:mod:`backends.cpu.tokenize._intmap`, shared with the BPE kernels; no
+    typed containers).
   - the argmax does not evaluate every pair. A max-heap holds for every candidate an
     upper bound of its gain g = [f(c_a - m) - f(c_a)] + [f(c_b - m) - f(c_b)] + f(m)
     + [f(N) - f(N - m)] (f = x log x): g falls as c_a or c_b grows
@@ -52,6 +53,13 @@ import math
 import numpy as np
 from numba import njit, objmode, prange
 
+from backends.cpu.tokenize._intmap import (
+    map_get,
+    map_insert,
+    map_new,
+    map_put,
+    map_reserve,
+)
 from spec.tokenize import swe as spec
 
 # ------------------------------------------------------------------- segmentation
@@ -167,32 +175,32 @@ def _segment_batch(cps, offsets, first_edge, edge_char, edge_node, node_piece, l
         out_score[w] = s
 
 
-def segment_batch(cps: np.ndarray, offsets: np.ndarray, trie: spec.PieceTrie,
-                  max_pieces: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Viterbi segmentation of every word cps[offsets[b]:offsets[b+1]].
-
-    Returns (ids int32[total] — word b's ids at ids[offsets[b]:offsets[b]+count[b]], the
-    rest -2; count int64[words] (-1: no segmentation into <= max_pieces pieces); score
-    float64[words]), equal to :func:`spec.tokenize.swe.viterbi_ids` per word.
-    """
-    cps = np.ascontiguousarray(cps, dtype=np.int32)
-    offsets = np.ascontiguousarray(offsets, dtype=np.int64)
-    if offsets.ndim != 1 or offsets.size < 1 or offsets[0] != 0 or offsets[-1] != cps.size or np.any(np.diff(offsets) < 0):
-        raise ValueError("offsets: expected non-decreasing int64 offsets from 0 to len(cps)")
+def segment_batch(cps_P: np.ndarray, offsets_W1: np.ndarray, trie: spec.PieceTrie,
+                  max_pieces: int | None = None) -> spec.Segmentation:
+    """:func:`spec.tokenize.swe.segment_batch` in compiled code, words in parallel: the
+    same :class:`spec.tokenize.swe.Segmentation` (unused slots of ``pieces_P``: -2)."""
+    spec.check_words(cps_P, offsets_W1)
+    if not isinstance(trie, spec.PieceTrie):
+        raise TypeError(f"trie: expected a PieceTrie, got {type(trie).__name__}")
     k = spec._check_max_pieces(max_pieces)
-    nw = offsets.size - 1
-    ids = np.full(cps.size, -2, dtype=np.int32)
-    count = np.empty(nw, dtype=np.int64)
-    score = np.empty(nw, dtype=np.float64)
-    _segment_batch(cps, offsets, trie.first_edge_N1, trie.edge_char, trie.edge_node, trie.node_piece_N,
-                   trie.log_prob_V, max(trie.max_len, 1), np.int32(trie.unk_id), float(trie.unk_log_prob),
-                   0 if k is None else k, ids, count, score)
-    return ids, count, score
+    W = offsets_W1.size - 1
+    pieces_P = np.full(cps_P.size, -2, dtype=np.int32)
+    count_W = np.empty(W, dtype=np.int64)
+    score_W = np.empty(W, dtype=np.float64)
+    _segment_batch(np.ascontiguousarray(cps_P), np.ascontiguousarray(offsets_W1), trie.first_edge_N1,
+                   trie.edge_char, trie.edge_node, trie.node_piece_N, trie.log_prob_V, max(trie.max_len, 1),
+                   np.int32(trie.unk_id), float(trie.unk_log_prob), 0 if k is None else k,
+                   pieces_P, count_W, score_W)
+    # the kernel marks "no segmentation within max_pieces" as count -1 (score -inf)
+    return spec.Segmentation(score_W, np.maximum(count_W, 0).astype(np.int32), pieces_P)
 
 
 # ------------------------------------------------------------------- shared machinery
 
 _CHAR_BITS = 21  # code points < 2**21: a trie key is (node << 21) | char
+# The maps (backends.cpu.tokenize._intmap) need keys and values >= 0: trie keys are
+# (node << 21) | char and pair keys (a << 32) | b with node, char, piece ids a, b >= 0
+# (piece ids < 2**31); values are node, pair and character ids, all >= 0.
 _PROGRESS = [None]  # the callable(done, total) of the training run in progress
 
 
@@ -201,73 +209,6 @@ def _report(done, total):
     cb = _PROGRESS[0]
     if cb is not None:
         cb(int(done), int(total))
-
-
-@njit(cache=True, inline="always")
-def _hash(key):
-    h = key * np.int64(-7046029254386353131)  # wraps: a multiplicative hash
-    return h ^ (h >> 29)
-
-
-@njit(cache=True)
-def _map_new(cap):
-    """An open-addressing (linear probing) int64 -> int64 map for >= 0 keys: slot i
-    holds its key at kv[2i] (-1: empty) and its value at kv[2i + 1], side by side so
-    a probe touches one cache line."""
-    size = 16
-    while size < 2 * cap:
-        size *= 2
-    return np.full(2 * size, -1, dtype=np.int64)
-
-
-@njit(cache=True, inline="always")
-def _map_get(kv, key):
-    """The value of key, or -1."""
-    mask = (kv.shape[0] >> 1) - 1
-    i = _hash(key) & mask
-    while True:
-        k = kv[2 * i]
-        if k == key:
-            return kv[2 * i + 1]
-        if k == -1:
-            return -1
-        i = (i + 1) & mask
-
-
-@njit(cache=True)
-def _map_reserve(kv, used, extra):
-    """The map, grown (rehashed) if needed so that ``extra`` more keys keep the load
-    factor <= 1/2."""
-    if 4 * (used + extra) <= kv.shape[0]:
-        return kv
-    size = kv.shape[0] >> 1
-    while 4 * (used + extra) > 2 * size:
-        size *= 2
-    old = kv
-    kv = np.full(2 * size, -1, dtype=np.int64)
-    for t in range(old.shape[0] >> 1):
-        if old[2 * t] != -1:
-            _map_insert(kv, old[2 * t], old[2 * t + 1])
-    return kv
-
-
-@njit(cache=True, inline="always")
-def _map_insert(kv, key, val):
-    """Insert an absent key into a map with room (see :func:`_map_reserve`)."""
-    mask = (kv.shape[0] >> 1) - 1
-    i = _hash(key) & mask
-    while kv[2 * i] != -1:
-        i = (i + 1) & mask
-    kv[2 * i] = key
-    kv[2 * i + 1] = val
-
-
-@njit(cache=True)
-def _map_put(kv, used, key, val):
-    """Insert an absent key; returns the (possibly grown) map and the new count."""
-    kv = _map_reserve(kv, used, 1)
-    _map_insert(kv, key, val)
-    return kv, used + 1
 
 
 @njit(cache=True)
@@ -396,7 +337,7 @@ def _trie_walk(child_k, node, piece_cps, start, length):
     for t in range(length):
         if node < 0:
             return -1
-        node = _map_get(child_k, (node << _CHAR_BITS) | piece_cps[start + t])
+        node = map_get(child_k, (node << _CHAR_BITS) | piece_cps[start + t])
     return node
 
 
@@ -416,20 +357,20 @@ def _grow(cps, offsets, wcount, char_cps, vocab_size, report, floor_shift, cap_s
     piece_len = np.zeros(cap, dtype=np.int64)
     piece_cps = np.empty(max(16, 4 * cap), dtype=np.int64)
     node_piece = np.full(max(16, 4 * cap), -1, dtype=np.int64)
-    ck = _map_new(4 * cap)
+    ck = map_new(4 * cap)
     c_used = 0
     n_nodes = 1
     used = 0
-    idk = _map_new(nchar)
+    idk = map_new(nchar)
     id_used = 0
     for i in range(nchar):
         c = char_cps[i]
-        idk, id_used = _map_put(idk, id_used, c, i)
+        idk, id_used = map_put(idk, id_used, c, i)
         piece_start[i] = used
         piece_len[i] = 1
         piece_cps[used] = c
         used += 1
-        ck, c_used = _map_put(ck, c_used, c, n_nodes)  # root is node 0
+        ck, c_used = map_put(ck, c_used, c, n_nodes)  # root is node 0
         node_piece[n_nodes] = i
         n_nodes += 1
     n_pieces = nchar
@@ -444,7 +385,7 @@ def _grow(cps, offsets, wcount, char_cps, vocab_size, report, floor_shift, cap_s
         seg_len[w] = offsets[w + 1] - lo
         maxn = max(maxn, seg_len[w])
         for t in range(lo, offsets[w + 1]):
-            seg[t] = _map_get(idk, np.int64(cps[t]))
+            seg[t] = map_get(idk, np.int64(cps[t]))
             counts[seg[t]] += wcount[w]
     cid = seg.copy()  # character ids of the words, for the trie's first level
     total = np.int64(0)
@@ -461,7 +402,7 @@ def _grow(cps, offsets, wcount, char_cps, vocab_size, report, floor_shift, cap_s
     P = np.full((pcap, _COLS), -1, dtype=np.int64)
     pkey = np.zeros(pcap, dtype=np.float64)
     n_pairs = 0
-    pk = _map_new(1024)
+    pk = map_new(1024)
     head_l = np.full(cap, -1, dtype=np.int64)
     head_r = np.full(cap, -1, dtype=np.int64)
     # where-lists: WL rows (word, next entry); a word is on the list of every pair
@@ -480,14 +421,14 @@ def _grow(cps, offsets, wcount, char_cps, vocab_size, report, floor_shift, cap_s
             a = seg[lo + t]
             b = seg[lo + t + 1]
             key = (a << 32) | b
-            p = _map_get(pk, key)
+            p = map_get(pk, key)
             if p < 0:
                 p = n_pairs
                 if p == P.shape[0]:
                     P = _grow_rows(P, 2 * p, -1)
                     pkey = _grow_vec(pkey, 2 * p, 0.0)
                 n_pairs += 1
-                pk, _ = _map_put(pk, p, key, p)
+                pk, _ = map_put(pk, p, key, p)
                 P[p, _A] = a
                 P[p, _B] = b
                 P[p, _M] = 0
@@ -588,27 +529,27 @@ def _grow(cps, offsets, wcount, char_cps, vocab_size, report, floor_shift, cap_s
         node = 0
         for t in range(la + lb):
             c = piece_cps[piece_start[new] + t]
-            nxt = _map_get(ck, (node << _CHAR_BITS) | c)
+            nxt = map_get(ck, (node << _CHAR_BITS) | c)
             if nxt < 0:
                 if n_nodes == node_piece.shape[0]:
                     node_piece = _grow_vec(node_piece, 2 * n_nodes, -1)
                 nxt = n_nodes
                 n_nodes += 1
-                ck, c_used = _map_put(ck, c_used, (node << _CHAR_BITS) | c, nxt)
+                ck, c_used = map_put(ck, c_used, (node << _CHAR_BITS) | c, nxt)
             node = nxt
         node_piece[node] = new
         n_pieces += 1
         # every existing pair (x, y) with x + y == the new string stops being a candidate
         node = 0
         for k in range(1, la + lb):
-            node = _map_get(ck, (node << _CHAR_BITS) | piece_cps[piece_start[new] + k - 1])
+            node = map_get(ck, (node << _CHAR_BITS) | piece_cps[piece_start[new] + k - 1])
             x = node_piece[node]
             if x < 0:
                 continue
             ny = _trie_walk(ck, 0, piece_cps, piece_start[new] + k, la + lb - k)
             if ny < 0 or node_piece[ny] < 0:
                 continue
-            q = _map_get(pk, (x << 32) | node_piece[ny])
+            q = map_get(pk, (x << 32) | node_piece[ny])
             if q >= 0 and P[q, _DEAD] == 0:
                 P[q, _DEAD] = 1
                 if P[q, _POS] >= 0:
@@ -694,7 +635,7 @@ def _grow(cps, offsets, wcount, char_cps, vocab_size, report, floor_shift, cap_s
             changed_p = _grow_vec(changed_p, 2 * (n_pairs + extra), 0)
         if WL.shape[0] < n_wl + extra:
             WL = _grow_rows(WL, 2 * (n_wl + extra), -1)
-        pk = _map_reserve(pk, n_pairs, extra)
+        pk = map_reserve(pk, n_pairs, extra)
         for ei in range(n_aff):
             w = affected[ei]
             lo = offsets[w]
@@ -723,7 +664,7 @@ def _grow(cps, offsets, wcount, char_cps, vocab_size, report, floor_shift, cap_s
                     j += 1
                     if j > jmax:
                         break
-                    node = _map_get(ck, (node << _CHAR_BITS) | cps[lo + j - 1])
+                    node = map_get(ck, (node << _CHAR_BITS) | cps[lo + j - 1])
                     if node < 0:
                         break
             cnt = 0
@@ -774,11 +715,11 @@ def _grow(cps, offsets, wcount, char_cps, vocab_size, report, floor_shift, cap_s
                 a = seg[lo + t]
                 b = seg[lo + t + 1]
                 key = (a << 32) | b
-                p = _map_get(pk, key)
+                p = map_get(pk, key)
                 if p < 0:
                     p = n_pairs
                     n_pairs += 1
-                    _map_insert(pk, key, p)
+                    map_insert(pk, key, p)
                     P[p, _A] = a
                     P[p, _B] = b
                     P[p, _M] = 0
@@ -991,7 +932,7 @@ def _seed(words, cps, offsets, wcount, chars, seed_size, max_piece_len):
 def _build_trie(pcps, poffsets):
     """A hash-map trie over the pieces pcps[poffsets[k]:poffsets[k+1]] (id k)."""
     nv = poffsets.shape[0] - 1
-    ck = _map_new(pcps.shape[0] + 1)
+    ck = map_new(pcps.shape[0] + 1)
     c_used = 0
     node_piece = np.full(pcps.shape[0] + 1, -1, dtype=np.int64)
     n_nodes = 1
@@ -999,11 +940,11 @@ def _build_trie(pcps, poffsets):
         node = 0
         for t in range(poffsets[k], poffsets[k + 1]):
             key = (node << _CHAR_BITS) | np.int64(pcps[t])
-            nxt = _map_get(ck, key)
+            nxt = map_get(ck, key)
             if nxt < 0:
                 nxt = n_nodes
                 n_nodes += 1
-                ck, c_used = _map_put(ck, c_used, key, nxt)
+                ck, c_used = map_put(ck, c_used, key, nxt)
             node = nxt
         node_piece[node] = k
     return ck, node_piece
@@ -1029,7 +970,7 @@ def _word_edges(cps, lo, n, ck, node_piece, alive, max_len, e_i, e_j, e_p):
     for i in range(n):
         node = 0
         for j in range(i + 1, min(n, i + max_len) + 1):
-            node = _map_get(ck, (node << _CHAR_BITS) | np.int64(cps[lo + j - 1]))
+            node = map_get(ck, (node << _CHAR_BITS) | np.int64(cps[lo + j - 1]))
             pid = -1
             if node >= 0:
                 pid = node_piece[node]
@@ -1322,12 +1263,12 @@ def train(texts, vocab_size: int, *, method: str = "grow", boundary: str = "end"
     """:func:`spec.tokenize.swe.train` with the training loop compiled (the same model)."""
     spec._check_train_args(vocab_size, method, progress)
     word_counts = spec.count_words(texts, boundary=boundary, sep=sep)
+    spec.check_corpus(word_counts)
     if method == "grow":
         if options:
             raise TypeError(f"options: method='grow' takes none, got {sorted(options)}")
         pieces, counts = grow(word_counts, int(vocab_size), progress=progress)
-        n = sum(counts)
-        log_probs = [math.log((c if c > 0 else 0.5) / n) for c in counts]
+        log_probs = spec.grown_log_probs(counts)
     else:
         pieces, log_probs, _ = prune(word_counts, int(vocab_size), progress=progress, **options)
     return spec.UnigramModel(pieces, log_probs, boundary=boundary, sep=sep, max_pieces=max_pieces)
