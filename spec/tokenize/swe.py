@@ -636,11 +636,11 @@ def _check_train_args(vocab_size, method, progress):
         raise TypeError(f"progress: expected a callable(done, total) or None, got {type(progress).__name__}")
 
 
-def check_corpus(word_counts: Mapping[str, int]) -> None:
-    """ValueError for a corpus without words (empty or whitespace-only text): there is
-    nothing to estimate a unigram model from."""
+def check_corpus(word_counts: Mapping[str, int], name: str = "word_counts") -> None:
+    """ValueError naming ``name`` for a corpus without words (an empty or whitespace-only
+    text): there is nothing to estimate a unigram model from."""
     if not word_counts:
-        raise ValueError("texts: no words to train on (the text is empty or only whitespace)")
+        raise ValueError(f"{name}: no words to train on (empty, or only whitespace)")
 
 
 def grown_log_probs(counts: Sequence[int]) -> list[float]:
@@ -684,6 +684,7 @@ def grow(word_counts: Mapping[str, int], vocab_size: int, *, progress=None) -> t
     Numerics: integer counts; gains and log-probabilities in float64 (log(c / N),
       -inf for c = 0). Viterbi ties as in the module docstring.
     """
+    check_corpus(word_counts)
     words = list(word_counts)
     wcount = [int(word_counts[w]) for w in words]
     pieces = initial_pieces(word_counts)
@@ -830,6 +831,7 @@ def prune(word_counts: Mapping[str, int], vocab_size: int, *, seed_size: int | N
     """
     if em not in ("forward-backward", "viterbi"):
         raise ValueError(f"em: expected 'forward-backward' or 'viterbi', got {em!r}")
+    check_corpus(word_counts)
     chars = initial_pieces(word_counts)
     if vocab_size < len(chars):
         raise ValueError(f"vocab_size: expected at least the {len(chars)} characters of the corpus, "
@@ -906,7 +908,7 @@ def train(texts, vocab_size: int, *, method: str = "grow", boundary: str = "end"
     """
     _check_train_args(vocab_size, method, progress)
     word_counts = count_words(texts, boundary=boundary, sep=sep)
-    check_corpus(word_counts)
+    check_corpus(word_counts, "texts")
     if method == "grow":
         if options:
             raise TypeError(f"options: method='grow' takes none, got {sorted(options)}")

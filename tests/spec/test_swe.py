@@ -330,3 +330,11 @@ def test_prune_likelihood_stays_finite_on_tiny_corpora(vocab, seed, em):
                                            em_iters=rng.choice([1, 3]), shrink=rng.choice([0.5, 0.9]))
     assert all(math.isfinite(x) for x in history)
     assert all(math.isfinite(x) for x in log_probs)
+
+
+@pytest.mark.parametrize("call", [
+    lambda: swe.train("   \n ", 10), lambda: swe.train("", 10, method="prune"),
+    lambda: swe.grow({}, 10), lambda: swe.prune({}, 10)])
+def test_a_corpus_without_words_is_a_value_error(call):
+    with pytest.raises(ValueError, match="no words"):
+        call()

@@ -811,6 +811,7 @@ def grow(word_counts, vocab_size: int, *, progress=None, _floor_shift: int = 5,
     first two results (no per-step trace). ``progress(done, total)`` is called about 200
     times while the compiled loop runs. ``_floor_shift``, ``_cap_shift``: the slack of
     the gain bounds (see :func:`_grow`), for tests."""
+    spec.check_corpus(word_counts)
     words = list(word_counts)
     cps, offsets = spec.flatten_words(words)
     wcount = np.asarray([int(word_counts[w]) for w in words], dtype=np.int64)
@@ -1201,6 +1202,7 @@ def prune(word_counts, vocab_size: int, *, seed_size: int | None = None, max_pie
     """
     if em not in ("forward-backward", "viterbi"):
         raise ValueError(f"em: expected 'forward-backward' or 'viterbi', got {em!r}")
+    spec.check_corpus(word_counts)
     chars = spec.initial_pieces(word_counts)
     if vocab_size < len(chars):
         raise ValueError(f"vocab_size: expected at least the {len(chars)} characters of the corpus, "
@@ -1263,7 +1265,7 @@ def train(texts, vocab_size: int, *, method: str = "grow", boundary: str = "end"
     """:func:`spec.tokenize.swe.train` with the training loop compiled (the same model)."""
     spec._check_train_args(vocab_size, method, progress)
     word_counts = spec.count_words(texts, boundary=boundary, sep=sep)
-    spec.check_corpus(word_counts)
+    spec.check_corpus(word_counts, "texts")
     if method == "grow":
         if options:
             raise TypeError(f"options: method='grow' takes none, got {sorted(options)}")
