@@ -25,7 +25,9 @@ Side by side in one run, as ratios ours / theirs (below 1: ours is faster):
     ``backends.cpu.tokenize.bpe.encode_batch``, over the same lines). The ids of all of them are
     checked equal before timing.
 (c) **Unigram / SWE training** at vocab 8000: ours (``backends.cpu.tokenize.swe.train``,
-    ``method="grow"`` (SWE) and ``"prune"`` (unigram)) against sentencepiece's unigram
+    ``method="grow"`` (SWE) and ``"prune"`` (unigram), each with the end-of-word marker
+    ("word▁", the paper's reading, the default) and with sentencepiece's word-start
+    marker ("▁word", ``boundary="start"``)) against sentencepiece's unigram
     trainer (``num_threads`` 1 and 2; identity normalisation, ``character_coverage=1.0``,
     ``split_by_whitespace``), with the held-out log-likelihood per byte of each model:
     every model's pieces and log-probabilities are loaded into one scorer,
@@ -180,10 +182,10 @@ def job_unigram_train(a: dict) -> dict:
             spm.SentencePieceProcessor(model_file=a["out"] + ".model"), sep=None)
     else:
         swe = _ours(a["impl"], "swe")
-        swe.train(texts[:300], 300, method=a["method"])  # warm-up
+        swe.train(texts[:300], 300, method=a["method"], boundary=a["boundary"])  # warm-up
         before = _rss_mb()
         t = time.perf_counter()
-        model = swe.train(texts, a["vocab"], method=a["method"])
+        model = swe.train(texts, a["vocab"], method=a["method"], boundary=a["boundary"])
         seconds = time.perf_counter() - t
     model.save(a["out"] + ".json")
     return {"seconds": seconds, "before_mb": before, "pieces": len(model.pieces)}
@@ -300,11 +302,15 @@ def part_unigram(cfg, work: Path) -> list[str]:
                       "vocab": cfg.unigram_vocab, "train": str(cfg.train), "out": str(work / f"sp{threads}")},
                      threads)
         rows.append(("sentencepiece unigram", threads, sp, work / f"sp{threads}.json", sp))
-        for method, label in (("grow", "ours SWE (grow)"), ("prune", "ours unigram (prune)")):
-            prefix = work / f"{method}{threads}"
+        for method, boundary, label in (("grow", "end", "ours SWE (grow, word▁)"),
+                                        ("grow", "start", "ours SWE (grow, ▁word)"),
+                                        ("prune", "end", "ours unigram (prune, word▁)"),
+                                        ("prune", "start", "ours unigram (prune, ▁word)")):
+            prefix = work / f"{method}-{boundary}{threads}"
             try:
-                o = measure({"job": "unigram_train", "impl": cfg.ours, "method": method, "threads": threads,
-                             "vocab": cfg.unigram_vocab, "train": str(cfg.train), "out": str(prefix)}, threads)
+                o = measure({"job": "unigram_train", "impl": cfg.ours, "method": method, "boundary": boundary,
+                             "threads": threads, "vocab": cfg.unigram_vocab, "train": str(cfg.train),
+                             "out": str(prefix)}, threads)
             except RuntimeError as e:
                 print(f"{label}: failed: {str(e)[-400:]}", file=sys.stderr)
                 continue
