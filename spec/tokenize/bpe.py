@@ -546,8 +546,8 @@ class BPETokenizer:
 
 
 def _is_np_int(x) -> bool:
-    # NumPy integer ids are accepted (arrays of ids are common); the spec stays stdlib-only.
-    return type(x).__module__ == "numpy" and hasattr(x, "dtype") and x.dtype.kind in "iu"
+    # NumPy integer ids are accepted: ids often come as an array (the Numba encoder's)
+    return isinstance(x, np.integer)
 
 
 # ----------------------------------------------------------------------- training
