@@ -235,13 +235,10 @@ def _discrete_row(op, backend, out, want, seconds, spec_s, note="") -> TourRow:
     return TourRow(op, backend, float(differ), differ == 0, seconds, spec_s / seconds, note)
 
 
-def _segmentations(seg, offsets_W1) -> list[tuple[tuple[int, ...], bytes]]:
+def _segmentations(seg, offsets_W1) -> list[tuple[list[int], bytes]]:
     """Per word (piece ids, score's float64 bytes) of a Segmentation: equal lists mean
     equal ids and scores equal bit for bit."""
-    n = np.asarray(seg.n_pieces_W)
-    pieces, score = np.asarray(seg.pieces_P), np.asarray(seg.score_W, dtype=np.float64)
-    return [(tuple(pieces[offsets_W1[w]:offsets_W1[w] + n[w]].tolist()), score[w].tobytes())
-            for w in range(n.size)]
+    return [(ids, np.float64(score).tobytes()) for ids, score in seg.per_word(offsets_W1)]
 
 
 def tokenize_rows(*, small: bool) -> list[TourRow]:

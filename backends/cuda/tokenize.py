@@ -311,19 +311,11 @@ def _run_segment(cps, offsets, trie_dev, trie, k, scratch_W1, scratch, score, n_
 
 def segment_words(words: Sequence[str], trie, max_pieces: int | None = None, *,
                   version: str = "v1") -> list[tuple[list[int], float]]:
-    """:func:`segment` of a list of words, as ``[viterbi_ids(word, trie, max_pieces)]``:
+    """:func:`segment_batch` of a list of words, as ``[viterbi_ids(word, trie, max_pieces)]``:
     per word its piece ids and score."""
     cps, offsets = flatten_words(words)
     seg = segment_batch(cps, offsets, trie, max_pieces, version=version)
-    return unflatten(seg, offsets)
-
-
-def unflatten(seg: Segmentation, offsets_W1) -> list[tuple[list[int], float]]:
-    """Per word (piece ids, score) from a :class:`Segmentation`, the spec's result form."""
-    score, n, pieces = (_host(x) for x in seg)
-    offsets = _host(offsets_W1)
-    return [(pieces[offsets[w]:offsets[w] + n[w]].tolist(), float(score[w]))
-            for w in range(score.size)]
+    return Segmentation(*(_host(x) for x in seg)).per_word(offsets)
 
 
 # ------------------------------------------------------------------ main

@@ -255,6 +255,13 @@ class Segmentation(NamedTuple):
     """int32 (P,): word w's piece ids in order at ``pieces_P[offsets_W1[w]:][:h_w]`` (a
     word of n code points has at most n pieces); the slots after them are unspecified."""
 
+    def per_word(self, offsets_W1: np.ndarray) -> list[tuple[list[int], float]]:
+        """Per word (piece ids, score): :func:`viterbi_ids`'s result, word by word (the
+        arrays must be NumPy arrays)."""
+        n = self.n_pieces_W
+        return [(self.pieces_P[offsets_W1[w]:offsets_W1[w] + n[w]].tolist(), float(self.score_W[w]))
+                for w in range(n.size)]
+
 
 def check_words(cps_P, offsets_W1) -> None:
     """Checks of a flat batch of words (:func:`flatten_words`): ``cps_P`` a 1-D int32

@@ -88,9 +88,8 @@ def _segment_problems(draw):
 
 
 def _per_word(seg, offsets_W1):
-    n, pieces = np.asarray(seg.n_pieces_W), np.asarray(seg.pieces_P)
-    return [(pieces[offsets_W1[w]:offsets_W1[w] + n[w]].tolist(), np.float64(seg.score_W[w]).tobytes())
-            for w in range(n.size)]
+    """(ids, score bits) per word: scores must be equal bit for bit."""
+    return [(ids, np.float64(score).tobytes()) for ids, score in seg.per_word(offsets_W1)]
 
 
 @pytest.mark.parametrize("entry", _entries("tokenize.segment_batch"))
