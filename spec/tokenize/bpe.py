@@ -158,6 +158,20 @@ def _check_count(name: str, value, minimum: int) -> int:
     return value
 
 
+def _check_progress(progress) -> None:
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress: expected a callable(done, total) or None, "
+                        f"got {type(progress).__name__}")
+
+
+def _check_vocab_size(vocab_size, specials: tuple[str, ...]) -> int:
+    vocab_size = _check_count("vocab_size", vocab_size, 0)
+    if vocab_size < 256 + len(specials):
+        raise ValueError(f"vocab_size: expected >= 256 + {len(specials)} special tokens = "
+                         f"{256 + len(specials)}, got {vocab_size}")
+    return vocab_size
+
+
 def learn_merges(
     word_counts: Mapping[tuple[int, ...], int],
     num_merges: int,
@@ -197,9 +211,7 @@ def learn_merges(
     _check_word_counts(word_counts, first_id)
     num_merges = _check_count("num_merges", num_merges, 0)
     min_frequency = _check_count("min_frequency", min_frequency, 1)
-    if progress is not None and not callable(progress):
-        raise TypeError(f"progress: expected a callable(done, total) or None, "
-                        f"got {type(progress).__name__}")
+    _check_progress(progress)
 
     words = [tuple(w) for w in word_counts]
     counts = list(word_counts.values())
@@ -601,10 +613,7 @@ def train(texts, vocab_size: int, *, special_tokens=(), pattern="gpt2", min_freq
         broken by id).
     """
     specials = _check_specials(special_tokens)
-    vocab_size = _check_count("vocab_size", vocab_size, 0)
-    if vocab_size < 256 + len(specials):
-        raise ValueError(f"vocab_size: expected >= 256 + {len(specials)} special tokens = "
-                         f"{256 + len(specials)}, got {vocab_size}")
+    vocab_size = _check_vocab_size(vocab_size, specials)
     word_counts = word_counts_of(texts, special_tokens=specials, pattern=pattern)
     merges = learn_merges(word_counts, vocab_size - 256 - len(specials),
                           min_frequency=min_frequency, progress=progress)

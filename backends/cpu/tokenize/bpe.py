@@ -959,9 +959,7 @@ def learn_merges(word_counts, num_merges, *, first_id=256, min_frequency=1, prog
     _spec._check_word_counts(word_counts, first_id)
     num_merges = _spec._check_count("num_merges", num_merges, 0)
     min_frequency = _spec._check_count("min_frequency", min_frequency, 1)
-    if progress is not None and not callable(progress):
-        raise TypeError(f"progress: expected a callable(done, total) or None, "
-                        f"got {type(progress).__name__}")
+    _spec._check_progress(progress)
     if first_id + num_merges >= 2**31:
         raise ValueError(f"num_merges: first_id + num_merges must be < 2**31, got "
                          f"{first_id + num_merges}")
@@ -980,16 +978,11 @@ def train(texts, vocab_size, *, special_tokens=(), pattern="gpt2", min_frequency
     """
     specials = _spec._check_specials(special_tokens)
     pattern = _spec._check_pattern(pattern)
-    vocab_size = _spec._check_count("vocab_size", vocab_size, 0)
+    vocab_size = _spec._check_vocab_size(vocab_size, specials)
     min_frequency = _spec._check_count("min_frequency", min_frequency, 1)
-    if vocab_size < 256 + len(specials):
-        raise ValueError(f"vocab_size: expected >= 256 + {len(specials)} special tokens = "
-                         f"{256 + len(specials)}, got {vocab_size}")
     if vocab_size >= 2**31:
         raise ValueError(f"vocab_size: expected < 2**31, got {vocab_size}")
-    if progress is not None and not callable(progress):
-        raise TypeError(f"progress: expected a callable(done, total) or None, "
-                        f"got {type(progress).__name__}")
+    _spec._check_progress(progress)
     if not isinstance(texts, str) and not isinstance(texts, Iterable):
         raise TypeError(f"texts: expected a str or an iterable of str, got {type(texts).__name__}")
     sym, offsets, count_W = count_words(texts, special_tokens=specials, pattern=pattern)
