@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import example, given, settings
+from hypothesis import given, settings
 
 from backends.cpu.tokenize.pretokenize import class_table, split_utf8
 from spec.tokenize.pretokenize import GPT4_PATTERN, PATTERNS, char_class, pretokenize
-from tests.spec.test_pretokenize import pretoken_texts, stdlib_sample
+from tests.spec.test_pretokenize import pretoken_texts, stdlib_sample, with_edge_texts
 
 
 def _check(text: str, pattern: str) -> None:
@@ -34,16 +34,7 @@ def test_class_table_every_code_point():
 @pytest.mark.parametrize("pattern", sorted(PATTERNS))
 @settings(max_examples=300, deadline=None)
 @given(text=pretoken_texts())
-@example(text="")
-@example(text="'s 'S ''s 'sa can't I'LL we'Re '\u017f")
-@example(text="   x\n\nx\t\tx \t x\r\n\r\n  y")
-@example(text="a\n  ")
-@example(text="'")
-@example(text=" ")
-@example(text="12345 1234567 \u0663\u0663\u0663\u0663 \U0001d7ce\U0001d7ce\U0001d7ce\U0001d7ce")
-@example(text="(hello \thello 'hello \u3000hello \nhello")
-@example(text="e\u0301t\u00e9 \U0001f468\u200d\U0001f469\u200d\U0001f467!! \ud800\udc00\udfff")
-@example(text="x  \x1c\x1c y\u200b\u200bz \x85\x85w\u2028\u2028")
+@with_edge_texts
 def test_equals_spec(pattern, text):
     _check(text, pattern)
 
