@@ -46,7 +46,7 @@ import numpy as np
 from backends.cuda import _launch, _timing
 from backends.cuda._launch import KernelConfig
 from spec.tokenize.bpe import flatten_word_counts
-from spec.tokenize.swe import PieceTrie, Segmentation, flatten_words
+from spec.tokenize.swe import PieceTrie, Segmentation, check_max_pieces, flatten_words
 
 SPEC = ("spec.tokenize.bpe:pair_counts", "spec.tokenize.swe:segment_batch")
 """The spec functions this family mirrors."""
@@ -227,15 +227,12 @@ def _check_trie(trie) -> None:
         raise ValueError(f"trie.unk_log_prob: expected a value in [-inf, inf), got {unk}")
 
 
-def _check_max_pieces(max_pieces) -> int:
-    """0 for None (unconstrained), else k >= 1."""
-    if max_pieces is None:
-        return 0
-    if isinstance(max_pieces, (bool, np.bool_)) or not isinstance(max_pieces, (int, np.integer)):
-        raise TypeError(f"max_pieces: expected None or a positive int, got {type(max_pieces).__name__}")
-    if not 1 <= max_pieces <= np.iinfo(np.int32).max:
-        raise ValueError(f"max_pieces: expected None or a positive int, got {max_pieces}")
-    return int(max_pieces)
+def _kernel_k(max_pieces) -> int:
+    """The kernel's k: 0 for None (unconstrained), else the spec's checked k (< 2^31)."""
+    k = check_max_pieces(max_pieces)
+    if k is not None and k > np.iinfo(np.int32).max:
+        raise ValueError(f"max_pieces: expected at most 2^31 - 1, got {k}")
+    return 0 if k is None else k
 
 
 def scratch_offsets(offsets_W1: np.ndarray, max_pieces: int | None) -> np.ndarray:
@@ -269,7 +266,7 @@ def segment_batch(cps_P, offsets_W1, trie, max_pieces: int | None = None, *,
         raise ValueError(f"version: expected 'v1', got {version!r}")
     offsets = _check_words("cps_P", cps_P, offsets_W1, non_negative=False)
     _check_trie(trie)
-    k = _check_max_pieces(max_pieces)
+    k = _kernel_k(max_pieces)
     arrays = _launch.Arrays(_launch.engine(), cps_P, offsets_W1)
     xp = arrays.xp
     W, P = offsets.size - 1, cps_P.size

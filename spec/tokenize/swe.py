@@ -205,7 +205,7 @@ def viterbi(word: str, log_prob: Mapping[str, float], max_pieces: int | None = N
         raise TypeError(f"word: expected str, got {type(word).__name__}")
     if not isinstance(log_prob, Mapping):
         raise TypeError(f"log_prob: expected a mapping piece -> log p, got {type(log_prob).__name__}")
-    k = _check_max_pieces(max_pieces)
+    k = check_max_pieces(max_pieces)
     if unk_log_prob is None:
         unk_log_prob = default_unk_log_prob(log_prob.values())
     max_len = max((len(s) for s in log_prob), default=1)
@@ -225,7 +225,7 @@ def viterbi_ids(word_cps: Sequence[int], trie: PieceTrie,
     """
     cps = [int(c) for c in word_cps]
     n = len(cps)
-    k = _check_max_pieces(max_pieces)
+    k = check_max_pieces(max_pieces)
     edges: list[list[tuple[int, int, float]]] = [[] for _ in range(n + 1)]
     for i in range(n):
         node = 0
@@ -302,7 +302,8 @@ def segment_batch(cps_P: np.ndarray, offsets_W1: np.ndarray, trie: PieceTrie,
     return Segmentation(score_W, n_pieces_W, pieces_P)
 
 
-def _check_max_pieces(max_pieces) -> int | None:
+def check_max_pieces(max_pieces) -> int | None:
+    """``max_pieces`` checked: None (unconstrained Viterbi) or an int k >= 1 (k-hop)."""
     if max_pieces is None:
         return None
     if isinstance(max_pieces, (bool, np.bool_)) or not isinstance(max_pieces, (int, np.integer)):
@@ -431,7 +432,7 @@ class UnigramModel:
         self.log_probs = tuple(_check_log_prob("log_probs", x) for x in log_probs)
         self.boundary = _check_boundary(boundary)
         self.sep = _check_sep(sep)
-        self.max_pieces = _check_max_pieces(max_pieces)
+        self.max_pieces = check_max_pieces(max_pieces)
         self.trie = piece_trie(self.pieces, self.log_probs, unk_id=len(self.pieces),
                                unk_log_prob=unk_log_prob)
         self.unk_log_prob = self.trie.unk_log_prob

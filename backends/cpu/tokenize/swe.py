@@ -182,7 +182,7 @@ def segment_batch(cps_P: np.ndarray, offsets_W1: np.ndarray, trie: spec.PieceTri
     spec.check_words(cps_P, offsets_W1)
     if not isinstance(trie, spec.PieceTrie):
         raise TypeError(f"trie: expected a PieceTrie, got {type(trie).__name__}")
-    k = spec._check_max_pieces(max_pieces)
+    k = spec.check_max_pieces(max_pieces)
     W = offsets_W1.size - 1
     pieces_P = np.full(cps_P.size, -2, dtype=np.int32)
     count_W = np.empty(W, dtype=np.int64)
