@@ -161,6 +161,31 @@ def _sparse_cases(small: bool) -> dict[str, _Case]:
         "attention.prflash_backward": _Case(pr(True), tuple(oracle_bwd)),
     }
 
+def _readout_cases(small: bool) -> dict[str, _Case]:
+    """The in-context regression read-out at the paper's training step (256 prompts of 40
+    examples, d = 5, 8 heads; 32 prompts small), on regression prompts."""
+    from spec.attention.readout import readout_forward, readout_mse
+
+    rng = np.random.default_rng(4)
+    B, S, D, H = (32 if small else 256), 40, 6, 8
+    x = rng.standard_normal((B, S + 1, D - 1))
+    y = np.einsum("BSD,BD->BS", x, rng.standard_normal((B, D - 1)) / np.sqrt(D - 1))
+    z, zq = np.concatenate([x[:, :S], y[:, :S, None]], -1), np.concatenate([x[:, S], np.zeros((B, 1))], -1)
+    kq, ov = 0.5 * rng.standard_normal((H, D, D)), rng.standard_normal((H, D))
+
+    def forward(fn, dtype):
+        return tuple(fn(*(a.astype(dtype) for a in (z, zq, kq, ov))))
+
+    def mse(fn, dtype):
+        loss, *grads = fn(*(a.astype(dtype) for a in (z, zq, y[:, S], kq, ov)))
+        return (np.asarray(loss, dtype), *grads)
+
+    return {
+        "attention.readout_forward": _Case(forward, forward(readout_forward, np.float64)),
+        "attention.readout_mse": _Case(mse, mse(readout_mse, np.float64)),
+    }
+
+
 def _softmax_case(small: bool) -> _Case:
     from spec.attention.softmax import softmax
 
@@ -193,7 +218,7 @@ def tour_rows(*, small: bool, dtype=np.float32, repeats: int = 3) -> list[TourRo
         """(case, spec outputs, spec seconds) of ``op`` at one size, computed once."""
         if size_small not in cases:
             cases[size_small] = {**_attention_cases(size_small), **_position_cases(size_small),
-                                 **_sparse_cases(size_small),
+                                 **_sparse_cases(size_small), **_readout_cases(size_small),
                                  "attention.softmax": _softmax_case(size_small)}
         if (size_small, op) not in spec_runs:
             case = cases[size_small][op]

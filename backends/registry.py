@@ -77,6 +77,7 @@ _ROPE_SPEC = "spec.position.rope:rope_qk"
 _SPARSE = "spec.attention.block_sparse"
 _BPE, _SWE = "spec.tokenize.bpe", "spec.tokenize.swe"
 _PRFLASH = "spec.attention.prflash"
+_READOUT = "spec.attention.readout"
 
 _ENTRIES: tuple[Entry, ...] = (
     Entry("attention.flash_forward", "spec", None, _FWD_SPEC, _FWD_SPEC, (F16, F32, F64)),
@@ -138,6 +139,13 @@ _ENTRIES: tuple[Entry, ...] = (
                                                       "cuda": "backends.cuda.tokenize:segment_batch"}),
         )
         for backend, target in {"spec": f"{spec}:{fn}", **targets}.items()
+    ),
+    *(
+        Entry(f"attention.{fn}", backend, None, f"{module}:{fn}", f"{_READOUT}:{fn}", dtypes)
+        for fn in ("readout_forward", "readout_mse")
+        for backend, module, dtypes in (("spec", _READOUT, (F16, F32, F64)),
+                                        ("cpu", "backends.cpu.readout", (F32, F64)),
+                                        ("cuda", "backends.cuda.readout", (F32, F64)))
     ),
 )
 

@@ -467,3 +467,81 @@ def word_tables(n_symbols: int, max_len: int, max_words: int):
     repeat, runs overlap ("aaaa", "abab") and equal counts (ties) are common."""
     return st.dictionaries(st.lists(st.integers(0, n_symbols - 1), min_size=1, max_size=max_len).map(tuple),
                            st.integers(1, 5), max_size=max_words)
+
+
+# ----------------------------------------------------------- in-context read-out
+
+READOUT_ACTIVATIONS = ("softmax", "linear")
+
+
+@dataclass(frozen=True)
+class ReadoutProblem:
+    """One batch of the in-context read-out (spec.attention.readout): sizes, options, seed.
+
+    Tokens and queries are N(0, 1), the queries' last entry 0 as in regression prompts
+    unless ``query_label``; key–query entries are N(0, kq_std²) (3 makes the softmax
+    peaked), value rows and targets N(0, 1).
+    """
+
+    B: int
+    S: int
+    D: int
+    H: int
+    activation: str = "softmax"
+    scale: float | None = None
+    norm: float | None = None
+    kq_std: float = 0.5
+    query_label: bool = False
+    seed: int = 0
+
+    def arrays(self, dtype):
+        """(z_BSD, zq_BD, y_B, kq_HDD, ov_HD) in ``dtype``."""
+        rng = np.random.default_rng(self.seed)
+        z = rng.standard_normal((self.B, self.S, self.D))
+        zq = rng.standard_normal((self.B, self.D))
+        if not self.query_label:
+            zq[:, -1] = 0.0
+        y = rng.standard_normal(self.B)
+        kq = self.kq_std * rng.standard_normal((self.H, self.D, self.D))
+        ov = rng.standard_normal((self.H, self.D))
+        return tuple(a.astype(dtype) for a in (z, zq, y, kq, ov))
+
+    @property
+    def options(self) -> dict:
+        out = {"activation": self.activation, "scale": self.scale}
+        if self.activation == "linear":
+            out["norm"] = self.norm
+        return out
+
+
+@st.composite
+def readout_problems(draw, *, max_b: int = 9, max_s: int = 140, max_h: int = 8) -> ReadoutProblem:
+    activation = draw(st.sampled_from(READOUT_ACTIVATIONS))
+    return ReadoutProblem(
+        B=draw(st.integers(1, max_b)),
+        S=draw(st.one_of(st.sampled_from([1, 31, 32, 33, 40, 65, 129]), st.integers(1, max_s))),
+        D=draw(st.sampled_from([1, 2, 6, 6, 6, 11])),
+        H=draw(st.integers(1, max_h)),
+        activation=activation,
+        scale=draw(st.sampled_from([None, None, 0.3, 1.0])),
+        norm=draw(st.sampled_from([None, 40.0])) if activation == "linear" else None,
+        kq_std=draw(st.sampled_from([0.1, 0.5, 3.0])),
+        query_label=draw(st.booleans()),
+        seed=draw(st.integers(0, 2**32 - 1)),
+    )
+
+
+READOUT_EDGE_PROBLEMS = (
+    ReadoutProblem(B=1, S=1, D=6, H=1),
+    ReadoutProblem(B=1, S=1, D=1, H=1, activation="linear"),
+    ReadoutProblem(B=256, S=40, D=6, H=8, seed=1),              # the paper's training step
+    ReadoutProblem(B=3, S=100, D=6, H=2, activation="linear", norm=40.0, seed=2),
+    ReadoutProblem(B=4, S=129, D=11, H=3, kq_std=3.0, seed=3),  # peaked softmax rows
+)
+
+
+def with_readout_edge_examples(test):
+    """Pin every problem of READOUT_EDGE_PROBLEMS on a hypothesis test taking ``problem``."""
+    for p in READOUT_EDGE_PROBLEMS:
+        test = example(problem=p)(test)
+    return test

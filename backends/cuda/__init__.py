@@ -9,7 +9,7 @@ configuration with NVRTC without a GPU.
 """
 
 FAMILIES = ("softmax", "attention", "attention_backward", "attention_tc", "rope",
-            "attention_varlen", "block_sparse", "tokenize")
+            "attention_varlen", "block_sparse", "tokenize", "readout")
 """Module names of the kernel families, for the compile gate and the GPU check."""
 
 from backends.cuda._launch import CudaUnavailableError, emulate_if_no_gpu, engine
