@@ -23,6 +23,10 @@ whether they were set and that the anchor ran without them.
 
 from __future__ import annotations
 
+import _path  # first: takes bench/ off sys.path, where tokenize.py shadows the standard library's
+
+_path.use_repository()
+
 import argparse
 import os
 import platform
@@ -189,5 +193,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     raise SystemExit(main())

@@ -34,6 +34,10 @@ the table never compares programs that compute different things.
 
 from __future__ import annotations
 
+import _path  # first: takes bench/ off sys.path, where tokenize.py shadows the standard library's
+
+_path.use_repository()
+
 import argparse
 import os
 import platform
@@ -174,5 +178,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     raise SystemExit(main())

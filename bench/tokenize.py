@@ -44,13 +44,12 @@ warm-up on a small text, which compiles or loads Numba's code and starts thread 
 
 from __future__ import annotations
 
+import _path  # first: takes bench/ off sys.path, where this file shadows the standard library's tokenize
+
+_path.use_repository()
+
 import os
 import sys
-
-# Run as a script, this file's folder comes first on sys.path, and its name would then
-# shadow the standard library's ``tokenize`` (which inspect, numba and others import).
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
 import argparse
 import json
@@ -401,5 +400,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(REPO))
     raise SystemExit(main())
