@@ -24,7 +24,12 @@ import numpy as np
 from numba import njit, prange
 
 from backends.cpu._alloc import contiguous, poisoned_empty
-from spec.attention.readout import Readout, ReadoutMSE, check_readout_inputs, check_targets
+from spec.attention.readout import (
+    Readout,
+    ReadoutMSE,
+    check_readout_inputs,
+    check_targets,
+)
 
 _SUPPORTED = (np.dtype(np.float32), np.dtype(np.float64))
 

@@ -42,6 +42,7 @@ from spec.attention.readout import (
     ReadoutMSE,
     check_readout_inputs,
     check_targets,
+    rounding_baselines,
 )
 from spec.attention.readout import readout_forward as spec_readout_forward
 from spec.attention.readout import readout_mse as spec_readout_mse
@@ -206,52 +207,16 @@ def readout_mse(z_BSD, zq_BD, y_B, kq_HDD, ov_HD, *, activation: str = "softmax"
 # ------------------------------------------------------------------ validation
 
 
-def _permute(args: tuple, pb, ps, pd, ph) -> tuple:
-    """(z, zq, y or None, kq, ov) with prompts, positions, features and heads permuted: the
-    read-out is exactly equivariant under each, so only the order of its sums changes."""
-    z, zq, y, kq, ov = args
-    return (z[pb][:, ps][:, :, pd], zq[pb][:, pd], None if y is None else y[pb],
-            kq[ph][:, pd][:, :, pd], ov[ph][:, pd])
-
-
-def spec_baselines(args: tuple, options: dict, rng: np.random.Generator, count: int) -> list[tuple]:
-    """The spec in the inputs' dtype on ``args`` = (z, zq, y or None, kq, ov) and on
-    ``count`` copies with B, S, D and H permuted, each result permuted back: results that
-    differ only in rounding order, the baselines of :func:`spec.tolerance.compare`
-    (together a better measure of what the dtype costs than one order's luck).
-
-    Each result is a tuple of arrays: (ŷ, a, v) without y (the forward), else
-    (loss as a 0-d array of the dtype, ∂KQ, ∂ov, ŷ)."""
-    z, _, y, kq, _ = args
-    B, S, D = z.shape
-    H = kq.shape[0]
-    out = []
-    for n in range(count + 1):
-        perms = ((np.arange(B), np.arange(S), np.arange(D), np.arange(H)) if n == 0 else
-                 (rng.permutation(B), rng.permutation(S), rng.permutation(D), rng.permutation(H)))
-        pb, ps, pd, ph = perms
-        ib, is_, id_, ih = (np.argsort(p) for p in perms)
-        zp, zqp, yp, kqp, ovp = _permute(args, pb, ps, pd, ph)
-        if y is None:
-            yhat, a, v = spec_readout_forward(zp, zqp, kqp, ovp, **options)
-            out.append((yhat[ib], a[ib][:, ih][:, :, is_], v[ib][:, ih][:, :, is_]))
-        else:
-            loss, dkq, dov, yhat = spec_readout_mse(zp, zqp, yp, kqp, ovp, **options)
-            out.append((np.asarray(loss, z.dtype), dkq[ih][:, id_][:, :, id_], dov[ih][:, id_],
-                        yhat[ib]))
-    return out
-
-
 def compare_with_spec(got: tuple, args: tuple, options: dict, rng: np.random.Generator,
                       count: int = 8) -> list:
     """spec.tolerance reports of a result of :func:`readout_forward` (y None) or
     :func:`readout_mse` on NumPy ``args`` = (z, zq, y or None, kq, ov): the oracle is the
-    spec on oracle_dtype, the baselines :func:`spec_baselines`. The loss is compared in
+    spec on oracle_dtype, the baselines :func:`spec.attention.readout.rounding_baselines`. The loss is compared in
     the working dtype.
 
     Why eight copies: this kernel sums per head and then over heads, the spec's einsum
     over heads and positions at once, and with a handful of entries one order can be
-    lucky. Measured on the emulator over drawn problems (the distribution of
+    lucky (:func:`spec.attention.readout.rounding_baselines`). Measured on the emulator over drawn problems (the distribution of
     tests/backends/test_readout_cuda.py): with three copies 1 in 1500 put one float64
     output just outside the bound (the Numba backend: 9 in 1500), with eight 1 in 3000."""
     dtype = args[0].dtype
@@ -264,7 +229,7 @@ def compare_with_spec(got: tuple, args: tuple, options: dict, rng: np.random.Gen
         loss, *rest = spec_readout_mse(z, zq, y, kq, ov, **options)
         oracle = (np.asarray(loss, oracle_dtype(dtype)), *rest)
         got = (np.asarray(got[0], dtype), *got[1:])
-    baselines = spec_baselines(args, options, rng, count)
+    baselines = rounding_baselines(*args, rng=rng, count=count, **options)
     return [compare(g, o, [b[k] for b in baselines]) for k, (g, o) in enumerate(zip(got, oracle))]
 
 

@@ -193,3 +193,35 @@ def readout_mse(z_BSD, zq_BD, y_B, kq_HDD, ov_HD, *, activation: str = "softmax"
     grad = readout_backward(z_BSD, zq_BD, kq_HDD, ov_HD, dyhat_B, activation=activation,
                             scale=scale, norm=norm)
     return ReadoutMSE(float(np.mean(r_B * r_B)), grad.dkq_HDD, grad.dov_HD, fwd.yhat_B)
+
+
+def rounding_baselines(z_BSD, zq_BD, y_B, kq_HDD, ov_HD, *, rng: np.random.Generator, count: int,
+                       activation: str = "softmax", scale: float | None = None,
+                       norm: float | None = None) -> list[tuple]:
+    """The spec in the inputs' dtype on the problem and on ``count`` copies with the
+    prompts, examples, token coordinates and heads permuted (B, S, D, H; drawn from
+    ``rng``), each result permuted back: the read-out is exactly equivariant under those
+    permutations, so the results differ only in the order of their sums. They are the
+    baselines of :func:`spec.tolerance.compare` for a backend that sums in another
+    order (several orders measure what the dtype costs better than one order's luck).
+
+    ``y_B=None``: results of :func:`readout_forward`, (ŷ, a, v); else of
+    :func:`readout_mse`, (loss as a 0-d array of the dtype, ∂KQ, ∂ov, ŷ).
+    """
+    B, S, D = z_BSD.shape
+    H = kq_HDD.shape[0]
+    options = {"activation": activation, "scale": scale, "norm": norm}
+    out = []
+    for n in range(count + 1):
+        perms = ((np.arange(B), np.arange(S), np.arange(D), np.arange(H)) if n == 0 else
+                 (rng.permutation(B), rng.permutation(S), rng.permutation(D), rng.permutation(H)))
+        b, s, d, h = perms
+        ib, is_, id_, ih = (np.argsort(p) for p in perms)
+        z, zq, kq, ov = z_BSD[b][:, s][:, :, d], zq_BD[b][:, d], kq_HDD[h][:, d][:, :, d], ov_HD[h][:, d]
+        if y_B is None:
+            yhat, a, v = readout_forward(z, zq, kq, ov, **options)
+            out.append((yhat[ib], a[ib][:, ih][:, :, is_], v[ib][:, ih][:, :, is_]))
+        else:
+            loss, dkq, dov, yhat = readout_mse(z, zq, y_B[b], kq, ov, **options)
+            out.append((np.asarray(loss, z_BSD.dtype), dkq[ih][:, id_][:, :, id_], dov[ih][:, id_], yhat[ib]))
+    return out

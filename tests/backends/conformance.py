@@ -35,7 +35,8 @@ Implementation and oracle get the positional keywords themselves.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -54,7 +55,7 @@ from spec.attention.positional import (
     query_positions,
     unrotate,
 )
-from spec.attention.readout import readout_forward, readout_mse
+from spec.attention.readout import readout_forward, readout_mse, rounding_baselines
 from spec.attention.softmax import softmax
 from spec.attention.tiled import flash_backward, flash_forward
 from spec.position.rope import rope_qk
@@ -464,50 +465,27 @@ def check_softmax(fn: Callable, problem: SoftmaxProblem, dtype, *, spec_fn=softm
 # ------------------------------------------------------------ in-context read-out
 
 
-def _readout_reorderings(problem: ReadoutProblem, rng) -> list[tuple[np.ndarray, ...]]:
-    """REORDERINGS random permutations (b, s, d, h) of the batch, the examples, the
-    token coordinates and the heads: the read-out is exactly equivariant under each
-    (ŷ permutes with b; ∂KQ and ∂ov permute with d and h), so the spec on permuted
-    copies differs from the spec only in the order of its sums."""
-    return [(rng.permutation(problem.B), rng.permutation(problem.S), rng.permutation(problem.D),
-             rng.permutation(problem.H)) for _ in range(REORDERINGS)]
-
-
-def _permuted(arrays, perm):
-    z, zq, y, kq, ov = arrays
-    b, s, d, h = perm
-    return (z[b][:, s][:, :, d], zq[b][:, d], y[b], kq[h][:, d][:, :, d], ov[h][:, d])
-
-
 def check_readout(fn: Callable, problem: ReadoutProblem, dtype, *, spec_fn=readout_mse) -> None:
     """``fn`` (readout_mse's signature, or readout_forward's: told apart by ``spec_fn``)
     agrees with the oracle on ``problem``; the baselines are the spec in ``dtype`` on
-    the problem and on REORDERINGS permuted copies (:func:`_readout_reorderings`)."""
+    the problem and on REORDERINGS permuted copies
+    (:func:`spec.attention.readout.rounding_baselines`)."""
     dtype = np.dtype(dtype)
-    arrays = problem.arrays(dtype)
+    z, zq, y, kq, ov = problem.arrays(dtype)
     mse = spec_fn.__name__ == "readout_mse"
     names = ("loss", "dkq_HDD", "dov_HD", "yhat_B") if mse else ("yhat_B", "a_BHS", "v_BHS")
-
-    def run(f, z, zq, y, kq, ov):
-        out = f(z, zq, y, kq, ov, **problem.options) if mse else f(z, zq, kq, ov, **problem.options)
-        return tuple(np.asarray(x) for x in out)
-
-    oracle = run(readout_mse if mse else readout_forward, *(a.astype(oracle_dtype(dtype)) for a in arrays))
-    baselines = [run(spec_fn, *arrays)]
-    for b, s, d, h in _readout_reorderings(problem, np.random.default_rng(problem.seed ^ 0x5EED)):
-        res = run(spec_fn, *_permuted(arrays, (b, s, d, h)))
-        bi, si, di, hi = (np.argsort(p) for p in (b, s, d, h))
-        if mse:
-            loss, dkq, dov, yhat = res
-            baselines.append((loss, dkq[hi][:, di][:, :, di], dov[hi][:, di], yhat[bi]))
-        else:
-            yhat, a, v = res
-            baselines.append((yhat[bi], a[bi][:, hi][:, :, si], v[bi][:, hi][:, :, si]))
-    out = run(fn, *arrays)
+    wide = [a.astype(oracle_dtype(dtype)) for a in (z, zq, y, kq, ov)]
+    if mse:
+        oracle = tuple(np.asarray(x) for x in readout_mse(*wide, **problem.options))
+        out = tuple(np.asarray(x) for x in fn(z, zq, y, kq, ov, **problem.options))
+    else:
+        oracle = tuple(readout_forward(wide[0], wide[1], wide[3], wide[4], **problem.options))
+        out = tuple(fn(z, zq, kq, ov, **problem.options))
+    baselines = rounding_baselines(z, zq, y if mse else None, kq, ov, rng=np.random.default_rng(problem.seed ^ 0x5EED),
+                                   count=REORDERINGS, **problem.options)
     for i, name in enumerate(names):
         if name == "loss":  # a Python float: compared as a 0-d array in the working dtype
-            got = np.asarray(out[i], dtype)
-            assert_close(got, oracle[i], [np.asarray(b[i], dtype) for b in baselines], name=f"loss {problem}")
+            assert_close(np.asarray(out[i], dtype), oracle[i], [b[i] for b in baselines], name=f"loss {problem}")
             continue
         _check_dtype_kept(name, out[i], dtype)
         assert out[i].shape == oracle[i].shape, f"{name}: expected shape {oracle[i].shape}, got {out[i].shape}"

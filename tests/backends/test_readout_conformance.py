@@ -14,7 +14,11 @@ from hypothesis import given, settings
 
 from backends import registry
 from tests.backends.conformance import check_readout
-from tests.strategies import ReadoutProblem, readout_problems, with_readout_edge_examples
+from tests.strategies import (
+    ReadoutProblem,
+    readout_problems,
+    with_readout_edge_examples,
+)
 
 OPS = ("attention.readout_forward", "attention.readout_mse")
 

@@ -9,8 +9,12 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-from spec.attention.readout import readout_backward, readout_forward, readout_mse
-from tests.strategies import ReadoutProblem, readout_problems, with_readout_edge_examples
+from spec.attention.readout import readout_backward, readout_forward, readout_mse, rounding_baselines
+from tests.strategies import (
+    ReadoutProblem,
+    readout_problems,
+    with_readout_edge_examples,
+)
 
 
 def _by_loops(z, zq, kq, ov, activation, scale, norm):
@@ -94,3 +98,16 @@ def test_softmax_is_shift_invariant_and_finite_for_huge_scores():
     out = readout_forward(z, zq, kq, ov)
     assert np.isfinite(out.yhat_B).all()
     np.testing.assert_allclose(out.a_BHS.sum(axis=-1), 1.0)
+
+
+def test_rounding_baselines_are_the_spec_in_other_orders():
+    """The permuted copies, permuted back, are the spec's results up to rounding (a wrong
+    inverse permutation would inflate every tolerance bound that uses them)."""
+    z, zq, y, kq, ov = ReadoutProblem(B=3, S=7, D=4, H=3, seed=5).arrays(np.float64)
+    rng = np.random.default_rng(1)
+    for targets in (y, None):
+        first, *others = rounding_baselines(z, zq, targets, kq, ov, rng=rng, count=3)
+        assert len(others) == 3
+        for other in others:
+            for a, b in zip(first, other):
+                np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-14)
