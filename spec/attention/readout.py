@@ -217,11 +217,14 @@ def rounding_baselines(z_BSD, zq_BD, y_B, kq_HDD, ov_HD, *, rng: np.random.Gener
                  (rng.permutation(B), rng.permutation(S), rng.permutation(D), rng.permutation(H)))
         b, s, d, h = perms
         ib, is_, id_, ih = (np.argsort(p) for p in perms)
-        z, zq, kq, ov = z_BSD[b][:, s][:, :, d], zq_BD[b][:, d], kq_HDD[h][:, d][:, :, d], ov_HD[h][:, d]
+        # contiguous copies: einsum's order depends on the strides, and the first copy
+        # (no permutation) must be the spec exactly as a caller runs it
+        z, zq, kq, ov = (np.ascontiguousarray(x) for x in (
+            z_BSD[b][:, s][:, :, d], zq_BD[b][:, d], kq_HDD[h][:, d][:, :, d], ov_HD[h][:, d]))
         if y_B is None:
             yhat, a, v = readout_forward(z, zq, kq, ov, **options)
             out.append((yhat[ib], a[ib][:, ih][:, :, is_], v[ib][:, ih][:, :, is_]))
         else:
-            loss, dkq, dov, yhat = readout_mse(z, zq, y_B[b], kq, ov, **options)
+            loss, dkq, dov, yhat = readout_mse(z, zq, np.ascontiguousarray(y_B[b]), kq, ov, **options)
             out.append((np.asarray(loss, z_BSD.dtype), dkq[ih][:, id_][:, :, id_], dov[ih][:, id_], yhat[ib]))
     return out

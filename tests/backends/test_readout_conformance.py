@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from backends import registry
 from tests.backends.conformance import check_readout
 from tests.strategies import (
+    READOUT_EDGE_PROBLEMS,
     ReadoutProblem,
     readout_problems,
     with_readout_edge_examples,
@@ -92,3 +93,13 @@ def test_bad_targets_are_rejected_like_the_spec(entry, changes, error, match):
 def test_float16_is_refused_by_compiled_backends(entry):
     with pytest.raises(TypeError, match=r"float16"):
         entry.load()(**_args(entry.op, dtype=np.float16))
+
+
+@pytest.mark.parametrize("spec_fn", [e.load() for op in OPS for e in registry.entries(op, "spec")],
+                         ids=lambda f: f.__name__)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("problem", READOUT_EDGE_PROBLEMS, ids=str)
+def test_the_spec_passes_its_own_check(spec_fn, dtype, problem):
+    """check_readout is the lessons' check() too: a correct implementation (the spec
+    itself) must pass it."""
+    check_readout(spec_fn, problem, dtype, spec_fn=spec_fn)

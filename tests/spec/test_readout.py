@@ -111,3 +111,14 @@ def test_rounding_baselines_are_the_spec_in_other_orders():
         for other in others:
             for a, b in zip(first, other):
                 np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-14)
+
+
+def test_the_first_rounding_baseline_is_the_spec_bit_for_bit():
+    """The unpermuted copy is the spec as a caller runs it (a strided copy would make
+    einsum sum in another order, and the spec would fail its own conformance check)."""
+    z, zq, y, kq, ov = ReadoutProblem(B=256, S=40, D=6, H=8, seed=1).arrays(np.float64)
+    first = rounding_baselines(z, zq, y, kq, ov, rng=np.random.default_rng(0), count=0)[0]
+    want = readout_mse(z, zq, y, kq, ov)
+    assert first[0] == want.loss
+    for a, b in zip(first[1:], want[1:]):
+        np.testing.assert_array_equal(a, b)
