@@ -163,9 +163,7 @@ TRAINING_CLAIMS = (trained_sign_matching, trained_zero_sum, trained_last_entry_o
 
 
 def _flow_patterns(flow: Flow) -> patterns.Patterns:
-    """The flow's last (ω, μ) read as a model's weights: KQ = ω√(d+1)·I, ov = μ e_{d+1}."""
-    kq, ov = estimators.reduced_weights(flow.omega_KH[-1] * math.sqrt(flow.d + 1), flow.mu_KH[-1], flow.d)
-    return patterns.extract(kq, ov, L=flow.L, sigma2=flow.sigma2)
+    return patterns.of_reduced(flow.omega_KH[-1], flow.mu_KH[-1], d=flow.d, L=flow.L, sigma2=flow.sigma2)
 
 
 def flow_reaches_solution_manifold(flow: Flow) -> tuple[float, float]:

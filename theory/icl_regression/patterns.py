@@ -27,6 +27,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from theory.icl_regression.estimators import reduced_weights
 from theory.icl_regression.reduced import mu_gamma
 
 DUMMY_FRACTION = 0.05
@@ -61,8 +62,11 @@ class Patterns(NamedTuple):
     """2 γ μ₊, the debiased-GD step the model implements."""
 
 
-def extract(kq_HDD, ov_HD, *, L: int, sigma2: float = 0.1, dummy_fraction: float = DUMMY_FRACTION) -> Patterns:
-    """The patterns of the merged weights (module docstring); L is the training length."""
+def extract(kq_HDD, ov_HD, *, L: int, sigma2: float = 0.1, scale: float | None = None,
+            dummy_fraction: float = DUMMY_FRACTION) -> Patterns:
+    """The patterns of the merged weights (module docstring); L is the training length,
+    ``scale`` the read-out's score scale (None: the softmax model's 1/√(d+1); a linear
+    model's scores are unscaled, pass 1)."""
     kq_HDD, ov_HD = np.asarray(kq_HDD, float), np.asarray(ov_HD, float)
     if kq_HDD.ndim != 3 or kq_HDD.shape[1:] != (kq_HDD.shape[1],) * 2 or ov_HD.shape != kq_HDD.shape[:2]:
         raise ValueError(f"kq_HDD, ov_HD: expected shapes (H, D, D) and (H, D), got {kq_HDD.shape} and {ov_HD.shape}")
@@ -71,7 +75,7 @@ def extract(kq_HDD, ov_HD, *, L: int, sigma2: float = 0.1, dummy_fraction: float
     diag_H = np.einsum("HDD->HD", block_HDD).mean(axis=1)
     block_norm_H = np.linalg.norm(block_HDD, axis=(1, 2))
     offdiag_H = np.linalg.norm(block_HDD - diag_H[:, None, None] * np.eye(d), axis=(1, 2)) / block_norm_H
-    omega_H = diag_H / math.sqrt(d + 1)
+    omega_H = diag_H * (1 / math.sqrt(d + 1) if scale is None else scale)
     mu_H = ov_HD[:, d]
     strength_H = np.abs(omega_H * mu_H)
     active_H = strength_H >= dummy_fraction * strength_H.max()
@@ -94,3 +98,10 @@ def extract(kq_HDD, ov_HD, *, L: int, sigma2: float = 0.1, dummy_fraction: float
         mu_gamma=mu_gamma(gamma, d, L, sigma2),
         eta=2 * gamma * mu_plus,
     )
+
+
+def of_reduced(omega_H, mu_H, *, d: int, L: int, sigma2: float = 0.1) -> Patterns:
+    """The patterns of a reduced model (ω, μ), e.g. a point of ``reduced.gradient_flow``:
+    its weights KQ_h = ω_h I_d and ov_h = μ_h e_{d+1} at scale 1."""
+    kq_HDD, ov_HD = reduced_weights(omega_H, mu_H, d)
+    return extract(kq_HDD, ov_HD, L=L, sigma2=sigma2, scale=1.0)
