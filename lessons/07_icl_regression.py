@@ -240,19 +240,9 @@ plt.show()
 # (so every column of $KQ$ matters), and both activations.
 
 # %%
-def central_differences(loss_of, w, eps=1e-6):
-    """d loss_of(w) / dw entry by entry (w is changed in place and restored)."""
-    g = np.zeros_like(w)
-    for i in np.ndindex(w.shape):
-        old = w[i]
-        w[i] = old + eps
-        up = loss_of()
-        w[i] = old - eps
-        down = loss_of()
-        w[i] = old
-        g[i] = (up - down) / (2 * eps)
-    return g
+from tests.numerics import central_differences  # noqa: E402
 
+show_source(central_differences)
 
 rng = np.random.default_rng(2)
 B_g, S_g, D_g, H_g = 5, 7, 4, 3

@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-from spec.attention.readout import readout_backward, readout_forward, readout_mse, rounding_baselines
+from spec.attention.readout import (
+    readout_backward,
+    readout_forward,
+    readout_mse,
+    rounding_baselines,
+)
+from tests.numerics import central_differences
 from tests.strategies import (
     ReadoutProblem,
     readout_problems,
@@ -47,19 +53,6 @@ def test_forward_is_the_formula(problem: ReadoutProblem):
         np.testing.assert_allclose(got.a_BHS.sum(axis=-1), 1.0, rtol=1e-13)
 
 
-def _central(f, x, h=1e-6):
-    g = np.zeros_like(x)
-    for i in np.ndindex(x.shape):
-        old = x[i]
-        x[i] = old + h
-        up = f()
-        x[i] = old - h
-        down = f()
-        x[i] = old
-        g[i] = (up - down) / (2 * h)
-    return g
-
-
 @pytest.mark.parametrize("problem", [
     ReadoutProblem(B=5, S=7, D=4, H=3, seed=11),
     ReadoutProblem(B=4, S=40, D=6, H=2, kq_std=1.0, seed=12),
@@ -74,7 +67,7 @@ def test_gradient_matches_central_differences(problem):
         return readout_mse(z, zq, y, kq, ov, **problem.options).loss
 
     for name, got, x in (("dkq", out.dkq_HDD, kq), ("dov", out.dov_HD, ov)):
-        want = _central(loss, x)
+        want = central_differences(loss, x)
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-8, err_msg=name)
 
 

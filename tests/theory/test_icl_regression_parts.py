@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from backends import registry
+from tests.numerics import central_differences
 from theory.icl_regression import data, estimators, patterns, reduced
 from theory.icl_regression.experiment import Config, Result, run, snapshot_steps
 from theory.icl_regression.model import Adam, Params, init_params, loss_and_grads, merge
@@ -84,17 +85,12 @@ def test_full_model_gradient_matches_central_differences():
     spec = registry.get("attention.readout_mse", "spec")
     for readout in ({"activation": "softmax"}, {"activation": "linear", "norm": 9.0}):
         _, grads, _ = loss_and_grads(p, z, zq, prompts.yq_B, spec, **readout)
+        def loss(readout=readout):
+            return loss_and_grads(p, z, zq, prompts.yq_B, spec, **readout)[0]
+
         for name, x, g in zip(Params._fields, p, grads):
-            num = np.zeros_like(x)
-            for i in np.ndindex(x.shape):
-                old = x[i]
-                x[i] = old + 1e-6
-                up = loss_and_grads(p, z, zq, prompts.yq_B, spec, **readout)[0]
-                x[i] = old - 1e-6
-                down = loss_and_grads(p, z, zq, prompts.yq_B, spec, **readout)[0]
-                x[i] = old
-                num[i] = (up - down) / 2e-6
-            np.testing.assert_allclose(g, num, rtol=1e-6, atol=1e-9, err_msg=f"{name} {readout}")
+            np.testing.assert_allclose(g, central_differences(loss, x), rtol=1e-6, atol=1e-9,
+                                       err_msg=f"{name} {readout}")
 
 
 def test_adam_matches_its_definition():
@@ -117,15 +113,7 @@ def test_reduced_gradient_matches_central_differences():
     omega, mu = rng.normal(0, 0.3, 4), rng.normal(0, 2, 4)
     g = reduced.loss_grad(omega, mu, 5, 40)
     for x, got in ((omega, g.domega_H), (mu, g.dmu_H)):
-        num = np.zeros(4)
-        for i in range(4):
-            old = x[i]
-            x[i] = old + 1e-6
-            up = reduced.population_loss(omega, mu, 5, 40)
-            x[i] = old - 1e-6
-            down = reduced.population_loss(omega, mu, 5, 40)
-            x[i] = old
-            num[i] = (up - down) / 2e-6
+        num = central_differences(lambda: reduced.population_loss(omega, mu, 5, 40), x)
         np.testing.assert_allclose(got, num, rtol=1e-6, atol=1e-8)
 
 
