@@ -182,7 +182,7 @@ print(f"\nβ of this prompt: {np.round(prompts.beta_BD[0], 3)}, the query's true
 # `theory/icl_regression/model.py` and is four small matrix products.
 
 # %%
-show_source(readout.readout_forward, start="# s_hs = scale", stop="return Readout")
+show_source(readout._forward, start="# s_hs = scale", stop="return Readout")
 
 # %% [markdown]
 # The gradient of the batch's mean squared error is written by hand. The only step
@@ -190,7 +190,7 @@ show_source(readout.readout_forward, start="# s_hs = scale", stop="return Readou
 # $\partial s = a \odot (\partial a - \langle a, \partial a\rangle)$.
 
 # %%
-show_source(readout.readout_backward, start="# ∂ov_h", stop="return ReadoutGrad")
+show_source(readout._backward, start="# ∂ov_h", stop="return ReadoutGrad")
 
 # %% [markdown]
 # **One prompt, the paper's two heads.** The paper's estimator table fixes the learned

@@ -141,6 +141,36 @@ def readout_forward(z_BSD, zq_BD, kq_HDD, ov_HD, *, activation: str = "softmax",
     """ŷ_b = Σ_h Σ_s a_hs (ov_h · z_s) with a_h = softmax(scale · z_sᵀ KQ_h z_q) (module docstring)."""
     scale, norm = check_readout_inputs(z_BSD, zq_BD, kq_HDD, ov_HD, activation=activation,
                                        scale=scale, norm=norm)
+    return _forward(z_BSD, zq_BD, kq_HDD, ov_HD, activation, scale, norm)
+
+
+def readout_backward(z_BSD, zq_BD, kq_HDD, ov_HD, dyhat_B, *, activation: str = "softmax",
+                     scale: float | None = None, norm: float | None = None) -> ReadoutGrad:
+    """∂loss/∂KQ and ∂loss/∂ov from ∂loss/∂ŷ (``dyhat_B``), by hand (module docstring)."""
+    scale, norm = check_readout_inputs(z_BSD, zq_BD, kq_HDD, ov_HD, activation=activation,
+                                       scale=scale, norm=norm)
+    check_targets(dyhat_B, z_BSD.shape[0], z_BSD.dtype)
+    fwd = _forward(z_BSD, zq_BD, kq_HDD, ov_HD, activation, scale, norm)
+    return _backward(z_BSD, zq_BD, fwd, dyhat_B, activation, scale, norm)
+
+
+def readout_mse(z_BSD, zq_BD, y_B, kq_HDD, ov_HD, *, activation: str = "softmax",
+                scale: float | None = None, norm: float | None = None) -> ReadoutMSE:
+    """The batch's mean squared error (1/B) Σ (ŷ_b − y_b)², its gradient with respect to
+    KQ and ov, and ŷ: the step the training loop calls (module docstring)."""
+    scale, norm = check_readout_inputs(z_BSD, zq_BD, kq_HDD, ov_HD, activation=activation,
+                                       scale=scale, norm=norm)
+    check_targets(y_B, z_BSD.shape[0], z_BSD.dtype)
+    fwd = _forward(z_BSD, zq_BD, kq_HDD, ov_HD, activation, scale, norm)
+    r_B = fwd.yhat_B - y_B
+    # ∂ŷ_b = 2 (ŷ_b − y_b) / B
+    dyhat_B = (2 * r_B / z_BSD.dtype.type(y_B.shape[0])).astype(z_BSD.dtype)
+    grad = _backward(z_BSD, zq_BD, fwd, dyhat_B, activation, scale, norm)
+    return ReadoutMSE(float(np.mean(r_B * r_B)), grad.dkq_HDD, grad.dov_HD, fwd.yhat_B)
+
+
+def _forward(z_BSD, zq_BD, kq_HDD, ov_HD, activation: str, scale: float, norm: float) -> Readout:
+    """The forward pass on checked inputs, with ``scale`` and ``norm`` resolved."""
     dtype = z_BSD.dtype.type
     # s_hs = scale · z_sᵀ (KQ_h z_q)
     u_BHD = np.einsum("HDE,BE->BHD", kq_HDD, zq_BD)
@@ -158,13 +188,8 @@ def readout_forward(z_BSD, zq_BD, kq_HDD, ov_HD, *, activation: str = "softmax",
     return Readout(yhat_B, a_BHS, v_BHS)
 
 
-def readout_backward(z_BSD, zq_BD, kq_HDD, ov_HD, dyhat_B, *, activation: str = "softmax",
-                     scale: float | None = None, norm: float | None = None) -> ReadoutGrad:
-    """∂loss/∂KQ and ∂loss/∂ov from ∂loss/∂ŷ (``dyhat_B``), by hand (module docstring)."""
-    fwd = readout_forward(z_BSD, zq_BD, kq_HDD, ov_HD, activation=activation, scale=scale, norm=norm)
-    check_targets(dyhat_B, z_BSD.shape[0], z_BSD.dtype)
-    scale, norm = check_readout_inputs(z_BSD, zq_BD, kq_HDD, ov_HD, activation=activation,
-                                       scale=scale, norm=norm)
+def _backward(z_BSD, zq_BD, fwd: Readout, dyhat_B, activation: str, scale: float, norm: float) -> ReadoutGrad:
+    """The backward pass from the forward's intermediates (module docstring)."""
     dtype = z_BSD.dtype.type
     # ∂ov_h = Σ_b ∂ŷ_b Σ_s a_hs z_s
     dov_HD = np.einsum("B,BHS,BSD->HD", dyhat_B, fwd.a_BHS, z_BSD)
@@ -179,20 +204,6 @@ def readout_backward(z_BSD, zq_BD, kq_HDD, ov_HD, dyhat_B, *, activation: str = 
     # ∂KQ_h = scale · Σ_b (Σ_s ∂s_hs z_s) z_qᵀ
     dkq_HDD = dtype(scale) * np.einsum("BHS,BSD,BE->HDE", ds_BHS, z_BSD, zq_BD)
     return ReadoutGrad(dkq_HDD, dov_HD)
-
-
-def readout_mse(z_BSD, zq_BD, y_B, kq_HDD, ov_HD, *, activation: str = "softmax",
-                scale: float | None = None, norm: float | None = None) -> ReadoutMSE:
-    """The batch's mean squared error (1/B) Σ (ŷ_b − y_b)², its gradient with respect to
-    KQ and ov, and ŷ: the step the training loop calls (module docstring)."""
-    fwd = readout_forward(z_BSD, zq_BD, kq_HDD, ov_HD, activation=activation, scale=scale, norm=norm)
-    check_targets(y_B, z_BSD.shape[0], z_BSD.dtype)
-    r_B = fwd.yhat_B - y_B
-    # ∂ŷ_b = 2 (ŷ_b − y_b) / B
-    dyhat_B = (2 * r_B / z_BSD.dtype.type(y_B.shape[0])).astype(z_BSD.dtype)
-    grad = readout_backward(z_BSD, zq_BD, kq_HDD, ov_HD, dyhat_B, activation=activation,
-                            scale=scale, norm=norm)
-    return ReadoutMSE(float(np.mean(r_B * r_B)), grad.dkq_HDD, grad.dov_HD, fwd.yhat_B)
 
 
 def rounding_baselines(z_BSD, zq_BD, y_B, kq_HDD, ov_HD, *, rng: np.random.Generator, count: int,
