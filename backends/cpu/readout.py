@@ -73,15 +73,11 @@ def _head_forward(z_SD, zq_D, kq_DD, ov_D, softmax, scale, norm, a_S, v_S):
 def _forward(z_BSD, zq_BD, kq_HDD, ov_HD, softmax, scale, norm, yhat_B, a_BHS, v_BHS):
     B, H = z_BSD.shape[0], kq_HDD.shape[0]
     for b in prange(B):
-        a_HS = np.empty((H, z_BSD.shape[1]))
-        v_HS = np.empty((H, z_BSD.shape[1]))
         total = 0.0
         for h in range(H):
             total += _head_forward(z_BSD[b], zq_BD[b], kq_HDD[h], ov_HD[h], softmax, scale, norm,
-                                   a_HS[h], v_HS[h])
+                                   a_BHS[b, h], v_BHS[b, h])
         yhat_B[b] = total
-        a_BHS[b] = a_HS
-        v_BHS[b] = v_HS
 
 
 @njit(cache=True, parallel=True)

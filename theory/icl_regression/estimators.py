@@ -28,6 +28,7 @@ import math
 import numpy as np
 
 from spec.attention.readout import readout_forward
+from theory.icl_regression.data import embed
 
 
 def _check_prompts(X_BLD, y_BL, xq_BD) -> tuple[int, int, int]:
@@ -100,9 +101,7 @@ def multi_head(X_BLD, y_BL, xq_BD, omega_H, mu_H, *, precond_DD=None) -> np.ndar
     """ŷ = Σ_h μ_h Σ_ℓ y_ℓ softmax_ℓ(ω_h x_ℓᵀ Ω x_q), by the spec's read-out (scale 1)."""
     _, _, d = _check_prompts(X_BLD, y_BL, xq_BD)
     kq_HDD, ov_HD = reduced_weights(omega_H, mu_H, d, precond_DD=precond_DD)
-    z_BSD = np.concatenate([X_BLD, y_BL[..., None]], axis=-1)
-    zq_BD = np.concatenate([xq_BD, np.zeros((xq_BD.shape[0], 1))], axis=-1)
-    return readout_forward(z_BSD, zq_BD, kq_HDD, ov_HD, scale=1.0).yhat_B
+    return readout_forward(*embed(X_BLD, y_BL, xq_BD), kq_HDD, ov_HD, scale=1.0).yhat_B
 
 
 def single_head_kernel(X_BLD, y_BL, xq_BD, omega: float, mu: float) -> np.ndarray:
