@@ -45,9 +45,12 @@
 // i.e. sizeof(REAL)·(2HS + 2HD + H + 2·WARPS + 2·THREADS) + sizeof(SCALAR)·SD bytes
 // (readout.py, smem_bytes, computes the same).
 //
-// Rounding: the kernels multiply by 1/norm (passed in, rounded once) and by 1/Σ exp where
-// the spec divides (ptxas spilled around double divisions in the loops); at most one more
-// rounding in REAL, which spec.tolerance absorbs.
+// Rounding: the weights a = e / Σ e and a = s / norm are correctly rounded quotients, as
+// the spec's divisions are (divide(): the reciprocal and one fma correction, since a plain
+// division in the loop made ptxas spill); multiplying by the reciprocal alone would add a
+// rounding to every weight that the spec does not make. The linear backward's v / norm is
+// computed the same way. Sums are the kernel's own (per head over s, by warp butterflies,
+// then over heads in order), which spec.tolerance's baselines in other orders cover.
 //
 // Macros
 //   SCALAR   storage type of the inputs and outputs: float or double
@@ -63,6 +66,16 @@ __device__ __forceinline__ REAL neg_inf() { return (REAL)__int_as_float(0xff8000
 
 __device__ __forceinline__ float real_exp(float x) { return expf(x); }
 __device__ __forceinline__ double real_exp(double x) { return exp(x); }
+
+// x / y from r = 1/y (rounded): q = x·r, then one correction with the residual x − q·y,
+// exact by fma: q + (x − q·y)·r is the correctly rounded quotient when r is the rounded
+// reciprocal (Markstein's theorem; Muller et al., Handbook of Floating-Point Arithmetic,
+// sec. 4.7), so the weights equal the spec's divisions. A plain division in these loops is
+// a call to a slow path, around which ptxas spilled (sm_90, readout_forward_v1).
+__device__ __forceinline__ REAL divide(REAL x, REAL y, REAL r) {
+    const REAL q = x * r;
+    return fma(fma(-q, y, x), r, q);
+}
 
 // b replaces a as the maximum when it is larger or NaN (NaN then sticks, as in NumPy's max).
 __device__ __forceinline__ REAL nan_max(REAL a, REAL b) { return (b > a || b != b) ? b : a; }
@@ -161,7 +174,7 @@ __device__ __forceinline__ REAL head_reduce(REAL x, bool is_max, bool mine, cons
 __device__ __forceinline__ REAL prompt_forward(const Shared& sh, const SCALAR* __restrict__ z_SD,
                                const SCALAR* __restrict__ zq_D, const SCALAR* __restrict__ kq_HDD,
                                const SCALAR* __restrict__ ov_HD, int H, int S, int D, int softmax,
-                               REAL scale, REAL inv_norm) {
+                               REAL scale, REAL norm) {
     // 1. the prompt's tokens and ov in shared memory; u_h = KQ_h z_q
     for (int k = threadIdx.x; k < S * D; k += THREADS) sh.z_SD[k] = z_SD[k];
     for (int k = threadIdx.x; k < H * D; k += THREADS) {
@@ -211,11 +224,12 @@ __device__ __forceinline__ REAL prompt_forward(const Shared& sh, const SCALAR* _
             total = head_reduce(total, false, mine, hs, sh.red);
             const REAL inv_total = (REAL)1 / total;
             if (mine) {
-                for (int s = hs.first; s < S; s += hs.stride) a_S[s] *= inv_total;
+                for (int s = hs.first; s < S; s += hs.stride) a_S[s] = divide(a_S[s], total, inv_total);
             }
         } else if (mine) {
             // a = s / norm
-            for (int s = hs.first; s < S; s += hs.stride) a_S[s] *= inv_norm;
+            const REAL inv_norm = (REAL)1 / norm;
+            for (int s = hs.first; s < S; s += hs.stride) a_S[s] = divide(a_S[s], norm, inv_norm);
         }
         // out_h = Σ_s a_hs v_hs
         REAL out = 0;
@@ -236,14 +250,14 @@ __device__ __forceinline__ REAL prompt_forward(const Shared& sh, const SCALAR* _
 extern "C" __global__ void __launch_bounds__(THREADS)
 readout_forward_v1(const SCALAR* __restrict__ z_BSD, const SCALAR* __restrict__ zq_BD,
                    const SCALAR* __restrict__ kq_HDD, const SCALAR* __restrict__ ov_HD, int H,
-                   int S, int D, int softmax, REAL scale, REAL inv_norm,
+                   int S, int D, int softmax, REAL scale, REAL norm,
                    SCALAR* __restrict__ yhat_B,
                    SCALAR* __restrict__ a_BHS, SCALAR* __restrict__ v_BHS) {
     extern __shared__ __align__(16) unsigned char shared_raw[];
     const Shared sh = carve(shared_raw, H, S, D);
     const long long b = blockIdx.x;
     const REAL yhat = prompt_forward(sh, z_BSD + b * S * D, zq_BD + b * D, kq_HDD, ov_HD, H, S, D,
-                                     softmax, scale, inv_norm);
+                                     softmax, scale, norm);
     if (threadIdx.x == 0) yhat_B[b] = (SCALAR)yhat;
     for (int k = threadIdx.x; k < H * S; k += THREADS) {
         a_BHS[b * H * S + k] = (SCALAR)sh.a_HS[k];
@@ -255,13 +269,13 @@ extern "C" __global__ void __launch_bounds__(THREADS)
 readout_v1(const SCALAR* __restrict__ z_BSD, const SCALAR* __restrict__ zq_BD,
            const SCALAR* __restrict__ y_B, const SCALAR* __restrict__ kq_HDD,
            const SCALAR* __restrict__ ov_HD, int B, int H, int S, int D, int softmax, REAL scale,
-           REAL inv_norm, SCALAR* __restrict__ yhat_B, REAL* __restrict__ r_B,
+           REAL norm, SCALAR* __restrict__ yhat_B, REAL* __restrict__ r_B,
            REAL* __restrict__ gw_BHD, REAL* __restrict__ gr_BHD) {
     extern __shared__ __align__(16) unsigned char shared_raw[];
     const Shared sh = carve(shared_raw, H, S, D);
     const long long b = blockIdx.x;
     const REAL yhat = prompt_forward(sh, z_BSD + b * S * D, zq_BD + b * D, kq_HDD, ov_HD, H, S, D,
-                                     softmax, scale, inv_norm);
+                                     softmax, scale, norm);
     // ∂ŷ_b = 2 (ŷ_b − y_b) / B
     const REAL r = yhat - (REAL)y_B[b];
     const REAL g = (REAL)2 * r / (REAL)B;
@@ -270,6 +284,7 @@ readout_v1(const SCALAR* __restrict__ z_BSD, const SCALAR* __restrict__ zq_BD,
         r_B[b] = r;
     }
     // 4. per head: Σ_s a_hs z_s and Σ_s ds_hs z_s, ds = a (v − out_h) or v / norm
+    const REAL inv_norm = (REAL)1 / norm;
     const int P = H * D;
     REAL* gw_D = gw_BHD + b * P;
     REAL* gr_D = gr_BHD + b * P;
@@ -284,7 +299,7 @@ readout_v1(const SCALAR* __restrict__ z_BSD, const SCALAR* __restrict__ zq_BD,
 #pragma unroll 1  // unrolled, ptxas spilled at 40 registers (sm_80, SCALAR=float)
             for (int s = 0; s < S; ++s) {
                 const REAL z = (REAL)sh.z_SD[s * D + i];
-                const REAL ds = softmax ? a_S[s] * (v_S[s] - out) : v_S[s] * inv_norm;
+                const REAL ds = softmax ? a_S[s] * (v_S[s] - out) : divide(v_S[s], norm, inv_norm);
                 sw += a_S[s] * z;
                 sr += ds * z;
             }
@@ -303,7 +318,7 @@ readout_v1(const SCALAR* __restrict__ z_BSD, const SCALAR* __restrict__ zq_BD,
 #pragma unroll 1
         for (int s = c; s < S; s += K) {
             const REAL z = (REAL)sh.z_SD[s * D + i];
-            const REAL ds = softmax ? a_S[s] * (v_S[s] - out) : v_S[s] * inv_norm;
+            const REAL ds = softmax ? a_S[s] * (v_S[s] - out) : divide(v_S[s], norm, inv_norm);
             sw += a_S[s] * z;
             sr += ds * z;
         }
