@@ -1275,8 +1275,9 @@ assert not check_mu_gamma(cosh_slip)
 #   $\Sigma^{-1}$: preconditioned debiased GD.
 # * A training step at H = 8 is about 5 MFLOP. The Numba kernel does the read-out's
 #   part in about a millisecond, and the rest of the step (sampling, the chain rule,
-#   Adam, Python) costs as much or more. For one run of the paper's size, the thread
-#   count and the host-side work matter more than the kernel.
+#   Adam, Python) costs most of a millisecond more: at small H it is most of the step
+#   (`bench/RESULTS.md`). For one run of the paper's size, the thread count and the
+#   host-side work matter as much as the kernel.
 
 # %%
 print(f"lesson executed in {time.perf_counter() - LESSON_START:.1f} s ({'small' if SMALL else 'default'} mode)")
