@@ -22,6 +22,8 @@ RUNS = {  # file -> kind of claims
     "paper_softmax_H8.json": "multi_head",
     "paper_linear_H2.json": "linear",
     "paper_softmax_H2_rho0.5.json": "anisotropic",
+    "paper_softmax_H2_seed2.json": "stalled",
+    "paper_softmax_H2_seed5.json": "stalled",
 }
 
 

@@ -189,6 +189,13 @@ def linear_degrades_past_training_length(result: Result) -> tuple[float, float]:
     return result.test_mse_at(40) / result.test_mse_at(100), 1.0
 
 
+def heads_share_one_sign(result: Result) -> tuple[float, float]:
+    """The single-head solution of an H-head model: every head's μ has one sign, so the
+    heads add up to one kernel estimator and Σμ does not vanish. Measured: 1 − |Σμ|/Σ|μ|
+    (0 on that solution, 1 on the paper's ± pattern), bounded by rounding."""
+    return 1 - _patterns(result).zero_sum, 1e-12
+
+
 def trained_kq_block_is_sigma_inverse(result: Result) -> tuple[float, float]:
     """With correlated covariates x ~ N(0, Σ) the key–query block becomes ±γΩ with
     Ω ≈ Σ⁻¹ (notes 2.8): every active head's block, scaled to a unit mean diagonal, is
@@ -215,9 +222,11 @@ RECORDED_CLAIMS = {
     "linear": (linear_degrades_past_training_length,),
     "anisotropic": (trained_sign_matching, trained_zero_sum, trained_last_entry_ov,
                     trained_kq_block_is_sigma_inverse),
+    "stalled": (heads_share_one_sign, single_head_is_the_kernel_estimator),
 }
 """Claims of the recorded runs (README.md), by kind of run: softmax with H ≥ 2, softmax
-with H = 1, linear attention, softmax with H = 2 on correlated covariates."""
+with H = 1, linear attention, softmax with H = 2 on correlated covariates, and the two
+H = 2 seeds that stay on the single-head solution for all 5×10⁵ steps."""
 
 
 # ---------------------------------------------------------------- reduced model
