@@ -439,22 +439,12 @@ def loss() -> float:
     return float(np.sum(a["do"] * o.o_BHTE))
 
 
-def central_difference(x: np.ndarray, h: float = 1e-6) -> np.ndarray:
-    """dL/dx by (L(x + h) − L(x − h)) / 2h, one entry of x at a time (x is edited in place)."""
-    g = np.zeros_like(x)
-    for i in np.ndindex(x.shape):
-        old = x[i]
-        x[i] = old + h
-        up = loss()
-        x[i] = old - h
-        down = loss()
-        x[i] = old
-        g[i] = (up - down) / (2 * h)
-    return g
+from tests.numerics import central_differences  # noqa: E402
 
+show_source(central_differences)
 
 for name, analytic in zip("qkv", grads):
-    numeric = central_difference(a[name])
+    numeric = central_differences(loss, a[name])
     err = np.abs(analytic - numeric).max()
     print(f"d{name}: shape {analytic.shape}, max |analytic − numeric| = {err:.1e} "
           f"(largest entry {np.abs(analytic).max():.2f})")

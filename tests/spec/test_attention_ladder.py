@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from spec.attention.naive import attention, causal_visible_TS
 from spec.attention.tiled import flash_backward, flash_forward
 from spec.tolerance import assert_close
+from tests.numerics import central_differences
 from tests.strategies import (
     AttentionProblem,
     attention_problems,
@@ -63,25 +64,11 @@ def _numerical_grads(problem: AttentionProblem, a: dict, eps: float = 1e-6):
     """Central differences of L = Σ do ∘ attention(q, k, v) in every input entry."""
     opts = problem.options(tiles=False)
 
-    def loss(q, k, v):
-        o = attention(q, k, v, bias=a["bias"], mask=a["mask"], **opts).o_BHTE
+    def loss():  # reads q, k, v from ``a``, where central_differences perturbs them
+        o = attention(a["q"], a["k"], a["v"], bias=a["bias"], mask=a["mask"], **opts).o_BHTE
         return float(np.sum(o * a["do"]))
 
-    grads = []
-    for i, name in enumerate(("q", "k", "v")):
-        x = a[name]
-        g = np.zeros_like(x)
-        for idx in np.ndindex(x.shape):
-            args = [a["q"], a["k"], a["v"]]
-            xp, xm = x.copy(), x.copy()
-            xp[idx] += eps
-            xm[idx] -= eps
-            args[i] = xp
-            hi = loss(*args)
-            args[i] = xm
-            g[idx] = (hi - loss(*args)) / (2 * eps)
-        grads.append(g)
-    return grads
+    return [central_differences(loss, a[name], eps) for name in ("q", "k", "v")]
 
 
 # Small problems: the numerical gradient costs two oracle calls per input entry.
