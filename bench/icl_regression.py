@@ -43,20 +43,20 @@ PAPER_STEPS = 500_000
 
 
 def ours(H: int, backend: str, seed: int = 0):
-    """A step function of the experiment's loop (data, read-out step, chain rule, Adam)."""
+    """A step function of the experiment's loop (``experiment.train_step``: data, read-out
+    step, chain rule, Adam) in the paper's setting."""
     from backends import registry
-    from theory.icl_regression import data
-    from theory.icl_regression.model import Adam, init_params, loss_and_grads
+    from theory.icl_regression.experiment import Config, train_step
+    from theory.icl_regression.model import Adam, init_params
 
+    cfg = Config.paper(heads=H, backend=backend)
+    assert (cfg.d, cfg.L, cfg.batch, cfg.sigma2, cfg.lr) == (D_IN, L, BATCH, SIGMA2, LR)
     rng = np.random.default_rng(seed)
     step_fn = registry.get("attention.readout_mse", backend)
-    state = {"p": init_params(H, D_IN + 1, rng), "adam": Adam(lr=LR)}
+    state = {"p": init_params(H, D_IN + 1, rng), "adam": Adam(lr=cfg.lr)}
 
     def step():
-        pr = data.sample_prompts(BATCH, L, D_IN, rng, sigma2=SIGMA2)
-        z, zq = data.embed(pr.X_BLD, pr.y_BL, pr.xq_BD)
-        loss, grads, _ = loss_and_grads(state["p"], z, zq, pr.yq_B, step_fn)
-        state["p"] = state["adam"].step(state["p"], grads)
+        state["p"], loss = train_step(cfg, state["p"], state["adam"], rng, step_fn)
         return loss
 
     return step

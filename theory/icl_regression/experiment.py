@@ -129,9 +129,11 @@ class Result:
     def test_mse_at(self, L: int) -> float:
         return float(self.test_mse_N[self.test_lengths.index(L)])
 
+    ARRAYS = ("steps_E", "train_loss_E", "val_loss_E", "snapshot_steps_K", "kq_KHDD", "ov_KHD", "test_mse_N")
+    """The array fields, as JSON lists."""
+
     def to_json(self) -> dict:
-        arrays = {k: getattr(self, k).tolist() for k in
-                  ("steps_E", "train_loss_E", "val_loss_E", "snapshot_steps_K", "kq_KHDD", "ov_KHD", "test_mse_N")}
+        arrays = {k: getattr(self, k).tolist() for k in self.ARRAYS}
         return {"config": dataclasses.asdict(self.config), "seed": self.seed, **arrays,
                 "params": {k: v.tolist() for k, v in self.params._asdict().items()},
                 "test_lengths": list(self.test_lengths), "seconds": self.seconds, "extra": self.extra}
@@ -140,8 +142,7 @@ class Result:
     def from_json(cls, obj: dict) -> Result:
         cfg = obj["config"]
         cfg["test_lengths"] = tuple(cfg["test_lengths"])
-        arrays = {k: np.asarray(obj[k], float) for k in
-                  ("steps_E", "train_loss_E", "val_loss_E", "snapshot_steps_K", "kq_KHDD", "ov_KHD", "test_mse_N")}
+        arrays = {k: np.asarray(obj[k], float) for k in cls.ARRAYS}
         return cls(config=Config(**cfg), seed=int(obj["seed"]), **arrays,
                    params=Params(**{k: np.asarray(v, float) for k, v in obj["params"].items()}),
                    test_lengths=tuple(obj["test_lengths"]), seconds=float(obj["seconds"]),
@@ -194,6 +195,16 @@ def test_risks(cfg: Config, kq_HDD, ov_HD, rng: np.random.Generator, forward) ->
     return np.array(out)
 
 
+def train_step(cfg: Config, params: Params, adam: Adam, rng: np.random.Generator, step_fn) -> tuple[Params, float]:
+    """One step of the paper's recipe: ``cfg.batch`` fresh prompts from ``rng``, the
+    read-out's loss and gradient by ``step_fn`` (``attention.readout_mse`` of a backend),
+    the chain rule to Q, K, V, O and one Adam step. Returns (new params, the batch's loss)."""
+    p = data.sample_prompts(cfg.batch, cfg.L, cfg.d, rng, sigma2=cfg.sigma2, cov=cfg.cov)
+    z_BSD, zq_BD = data.embed(p.X_BLD, p.y_BL, p.xq_BD)
+    loss, grads, _ = loss_and_grads(params, z_BSD, zq_BD, p.yq_B, step_fn, **cfg.readout)
+    return adam.step(params, grads), loss
+
+
 def run(cfg: Config, seed: int, *, progress=None) -> Result:
     """Train the model of ``cfg`` from ``seed`` and measure it (module docstring).
 
@@ -218,10 +229,7 @@ def run(cfg: Config, seed: int, *, progress=None) -> Result:
             ov_K.append(ov)
         if step == cfg.steps:
             break
-        p = data.sample_prompts(cfg.batch, cfg.L, cfg.d, train_rng, sigma2=cfg.sigma2, cov=cfg.cov)
-        z_BSD, zq_BD = data.embed(p.X_BLD, p.y_BL, p.xq_BD)
-        loss, grads, _ = loss_and_grads(params, z_BSD, zq_BD, p.yq_B, step_fn, **cfg.readout)
-        params = adam.step(params, grads)
+        params, loss = train_step(cfg, params, adam, train_rng, step_fn)
         window += loss
         if (step + 1) % cfg.eval_every == 0:
             val = data.sample_prompts(cfg.batch, cfg.L, cfg.d, val_rng, sigma2=cfg.sigma2, cov=cfg.cov)
