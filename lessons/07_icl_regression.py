@@ -298,25 +298,19 @@ def time_with_threads(threads, fn, *args, **kwargs):
         numba.set_num_threads(ALL_THREADS)
 
 
-def full_step(p, adam, rng, B=256, L=40):
-    """One training step as experiment.run takes it: fresh prompts, the read-out's loss and
-    gradients (Numba) with the chain rule to Q, K, V, O, and an Adam update."""
-    pr = data.sample_prompts(B, L, d, rng)
-    z, zq = data.embed(pr.X_BLD, pr.y_BL, pr.xq_BD)
-    _, grads, _ = model.loss_and_grads(p, z, zq, pr.yq_B, cpu_mse, activation="softmax")
-    return adam.step(p, grads)
-
-
 def mean_step_seconds(threads, heads, steps=40):
-    """Mean wall time of ``steps`` training steps on ``threads`` Numba threads."""
+    """Mean wall time of ``steps`` training steps (experiment.train_step: fresh prompts, the
+    Numba read-out's loss and gradients, the chain rule to Q, K, V, O, Adam) on
+    ``threads`` Numba threads."""
     numba.set_num_threads(threads)
     try:
         rng = np.random.default_rng(3)
         p, adam = model.init_params(heads, d + 1, rng), model.Adam()
-        p = full_step(p, adam, rng)  # warm-up
+        cfg = experiment.Config.tiny(heads=heads)
+        p, _ = experiment.train_step(cfg, p, adam, rng, cpu_mse)  # warm-up
         t0 = time.perf_counter()
         for _ in range(steps):
-            p = full_step(p, adam, rng)
+            p, _ = experiment.train_step(cfg, p, adam, rng, cpu_mse)
         return (time.perf_counter() - t0) / steps
     finally:
         numba.set_num_threads(ALL_THREADS)
