@@ -44,6 +44,7 @@ held to spec.tolerance.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -121,9 +122,11 @@ def check_readout_inputs(z_BSD, zq_BD, kq_HDD, ov_HD, *, activation, scale, norm
     scale = 1.0 if scale is None else check_scale(scale, D)
     if norm is None:
         return scale, float(S)
-    norm = check_scale(norm, D)
-    if not norm > 0:
-        raise ValueError(f"norm: expected a positive number, got {norm}")
+    if isinstance(norm, (bool, np.bool_)) or not isinstance(norm, (int, float, np.integer, np.floating)):
+        raise TypeError(f"norm: expected a real number or None, got {type(norm).__name__}")
+    norm = float(norm)
+    if not (math.isfinite(norm) and norm > 0):
+        raise ValueError(f"norm: expected a positive finite number, got {norm}")
     return scale, norm
 
 

@@ -62,7 +62,9 @@ _BAD = [
     ({"ov_HD": [[0.0] * 4] * 2}, TypeError, r"ov_HD: expected a numpy\.ndarray, got list"),
     ({"activation": "relu"}, ValueError, r"activation: expected one of"),
     ({"norm": 3.0}, ValueError, r"norm: only the linear activation"),
-    ({"activation": "linear", "norm": 0.0}, ValueError, r"norm: expected a positive number"),
+    ({"activation": "linear", "norm": 0.0}, ValueError, r"norm: expected a positive finite number"),
+    ({"activation": "linear", "norm": float("inf")}, ValueError, r"norm: expected a positive finite number"),
+    ({"activation": "linear", "norm": "40"}, TypeError, r"norm: expected a real number or None, got str"),
     ({"scale": float("nan")}, ValueError, r"scale: expected a finite number"),
 ]
 _BAD_TARGETS = [
