@@ -140,8 +140,7 @@ class Result:
 
     @classmethod
     def from_json(cls, obj: dict) -> Result:
-        cfg = obj["config"]
-        cfg["test_lengths"] = tuple(cfg["test_lengths"])
+        cfg = {**obj["config"], "test_lengths": tuple(obj["config"]["test_lengths"])}
         arrays = {k: np.asarray(obj[k], float) for k in cls.ARRAYS}
         return cls(config=Config(**cfg), seed=int(obj["seed"]), **arrays,
                    params=Params(**{k: np.asarray(v, float) for k, v in obj["params"].items()}),
